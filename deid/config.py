@@ -1,0 +1,281 @@
+"""One frozen dataclass per stage, each field with its meaning; validated in ``__post_init__``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["GeneratorConfig", "DiscriminatorConfig", "TrainConfig", "config_from_dict", "ServerConfig"]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def config_from_dict(cls: type, data: dict[str, Any]):
+    """Build a config dataclass from a plain dict (JSON/TOML), refusing unknown keys with a clear error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of a style-based generator (StyleGAN2 family). Official configurations fit the same fields."""
+
+    z_dim: int = 512  # input latent (Z) dimensionality
+    c_dim: int = 0  # conditioning label dimensionality; 0 = unconditional
+    w_dim: int = 512  # intermediate latent (W) dimensionality
+    img_resolution: int = 64  # output resolution, a power of two from 8 to 1024
+    img_channels: int = 3  # number of output colour channels
+    mapping_layers: int = 8  # layers in the mapping MLP z -> w
+    mapping_lr_multiplier: float = 0.01  # learning-rate multiplier of the mapping network
+    channel_base: int = 16384  # channels at resolution r = min(channel_base // r, channel_max)
+    channel_max: int = 512  # maximum number of channels in any layer
+    conv_clamp: float | None = None  # clamp convolution outputs to +-X; None = disable (official models use 256)
+    use_noise: bool = True  # per-layer noise inputs; False = none
+    c_labels: tuple[str, ...] = ()  # meaning of each conditioning dimension, e.g. ("female", "age"); len == c_dim
+    align_template: str = "deid"  # crop template the model was trained on: "deid" (tight) or "ffhq" (official)
+
+    def __post_init__(self):
+        _check(self.img_resolution >= 8 and self.img_resolution <= 1024, "img_resolution must be in 8..1024")
+        _check(2 ** int(math.log2(self.img_resolution)) == self.img_resolution, "img_resolution must be a power of two")
+        _check(self.z_dim > 0 and self.w_dim > 0, "z_dim and w_dim must be positive")
+        _check(self.c_dim >= 0, "c_dim must be >= 0")
+        _check(self.mapping_layers >= 1, "mapping_layers must be >= 1")
+        _check(self.channel_base > 0 and self.channel_max > 0, "channel_base and channel_max must be positive")
+        _check(len(self.c_labels) in (0, self.c_dim), "c_labels must name every conditioning dimension")
+        _check(self.align_template in ("deid", "ffhq"), "align_template must be 'deid' or 'ffhq'")
+
+    def channels(self, res: int) -> int:
+        """Feature maps of the synthesis block at resolution ``res``."""
+        return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        return [2**i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
+
+    @property
+    def num_ws(self) -> int:
+        """Number of per-layer w vectors (W+): one per synthesis conv plus the last toRGB."""
+        return 2 * len(self.block_resolutions)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "GeneratorConfig":
+        """Named configurations.
+
+        ``deid64``: the shipped default (64 px, tight crop, conditioned on gender and age).
+        ``ffhq256``/``ffhq512``/``ffhq1024``: the official StyleGAN2 FFHQ configurations.
+        ``tiny32``: a 32 px toy for tests.
+        """
+        presets = {
+            "deid64": dict(z_dim=256, w_dim=256, c_dim=2, c_labels=("female", "age"), img_resolution=64,
+                           channel_base=4096, channel_max=128, mapping_layers=8),
+            "deid128": dict(z_dim=256, w_dim=256, c_dim=2, c_labels=("female", "age"), img_resolution=128,
+                            channel_base=8192, channel_max=128, mapping_layers=8),
+            "ffhq256": dict(img_resolution=256, channel_base=16384, conv_clamp=256, align_template="ffhq"),
+            "ffhq512": dict(img_resolution=512, channel_base=32768, conv_clamp=256, align_template="ffhq"),
+            "ffhq1024": dict(img_resolution=1024, channel_base=32768, conv_clamp=256, align_template="ffhq"),
+            "tiny32": dict(z_dim=32, w_dim=32, img_resolution=32, channel_base=512, channel_max=32, mapping_layers=2),
+        }
+        if name not in presets:
+            raise ConfigError(f"unknown generator preset {name!r}; choose from {', '.join(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Architecture of the residual discriminator (StyleGAN2 'resnet')."""
+
+    c_dim: int = 0  # conditioning label dimensionality; 0 = unconditional
+    img_resolution: int = 64  # input resolution
+    img_channels: int = 3  # input colour channels
+    channel_base: int = 16384  # channels at resolution r = min(channel_base // r, channel_max)
+    channel_max: int = 512  # maximum channels
+    cmap_dim: int | None = None  # projection dimensionality for conditioning; None = channels at 4x4
+    mbstd_group_size: int = 4  # group size of the minibatch-stddev layer
+    mbstd_num_channels: int = 1  # features of the minibatch-stddev layer
+
+    def __post_init__(self):
+        _check(self.img_resolution >= 8 and 2 ** int(math.log2(self.img_resolution)) == self.img_resolution,
+               "img_resolution must be a power of two >= 8")
+        _check(self.mbstd_group_size >= 1 and self.mbstd_num_channels >= 1, "mbstd settings must be >= 1")
+
+    def channels(self, res: int) -> int:
+        return min(self.channel_base // res, self.channel_max)
+
+    @classmethod
+    def for_generator(cls, g: GeneratorConfig, **overrides) -> "DiscriminatorConfig":
+        """The discriminator that mirrors generator ``g``."""
+        base = dict(c_dim=g.c_dim, img_resolution=g.img_resolution, img_channels=g.img_channels,
+                    channel_base=g.channel_base, channel_max=g.channel_max)
+        return cls(**{**base, **overrides})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Generator training (StyleGAN2 losses with DiffAugment). ``deid train generator`` fills it from flags."""
+
+    data: str = ""  # prepared data file (``deid data prepare`` output, .safetensors)
+    generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig.preset("deid64"))
+    holdout_shard: int | None = 3  # shard whose first ``holdout_count`` faces are kept out of training; None = none
+    holdout_count: int = 1000  # faces held out for validation (inversion, swap benchmarks)
+    batch: int = 16  # images per step
+    total_kimg: float = 5000.0  # stop after this many thousand real images shown
+    g_lr: float = 0.0025  # generator learning rate
+    d_lr: float = 0.0025  # discriminator learning rate
+    r1_gamma: float = 0.1  # R1 regularisation weight
+    r1_interval: int = 16  # lazy regularisation: R1 every N steps
+    ema_kimg: float = 5.0  # half-life of the generator EMA, in thousands of images
+    ema_rampup: float | None = 0.05  # EMA half-life ramp-up as a fraction of images shown; None = disable
+    style_mixing_prob: float = 0.9  # probability of mixing two latents in a generated batch
+    augment: str = "color,translation,cutout"  # DiffAugment policy; "" = no augmentation
+    mirror: bool = True  # random horizontal flips of real images
+    mixed_precision: str = "auto"  # "auto" (bf16 on CPU, fp16 AMP on CUDA), "bf16", "fp16" or "off"
+    channels_last: bool = True  # NHWC memory format (faster convolutions on CPU)
+    seed: int = 0  # seed of every random stream of the run
+    snapshot_kimg: float = 10.0  # checkpoint + sample grid every N thousand images
+    fid_kimg: float = 100.0  # FID every N thousand images; 0 = never
+    fid_samples: int = 2000  # generated images per training-time FID
+    threads: int = 0  # CPU threads for torch; 0 = leave torch's default
+
+    def __post_init__(self):
+        _check(self.batch >= 2, "batch must be >= 2")
+        _check(self.total_kimg > 0, "total_kimg must be positive")
+        _check(self.r1_interval >= 1, "r1_interval must be >= 1")
+        _check(0 <= self.style_mixing_prob <= 1, "style_mixing_prob must be in [0, 1]")
+        _check(self.mixed_precision in ("auto", "bf16", "fp16", "off"), "mixed_precision: auto, bf16, fp16 or off")
+        for p in filter(None, self.augment.split(",")):
+            _check(p in ("color", "translation", "cutout"), f"unknown augmentation {p!r}")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Face detection (MTCNN from facenet-pytorch) over photos of any size."""
+
+    min_face: int = 16  # smallest face to find, in original-image pixels (box side)
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # MTCNN P-, R- and O-net score thresholds
+    min_score: float = 0.9  # drop final detections scoring below this
+    max_size: int = 1920  # longer side of the working image for the whole-image pass; larger photos are shrunk
+    tile: int = 720  # tile side (pixels of the upscaled image) for the small-face pass; 0 = no tiling
+    small_face: int = 24  # faces smaller than this (pixels, at working scale) are searched in upscaled tiles
+    nms_iou: float = 0.3  # boxes overlapping more than this (IoU) are merged, keeping the highest score
+    factor: float = 0.709  # MTCNN pyramid scale step
+
+    def __post_init__(self):
+        _check(self.min_face >= 4, "min_face must be >= 4 pixels")
+        _check(all(0 < t < 1 for t in self.thresholds) and len(self.thresholds) == 3, "thresholds: three values in (0, 1)")
+        _check(0 <= self.min_score < 1, "min_score must be in [0, 1)")
+        _check(self.max_size >= 160, "max_size must be >= 160")
+        _check(self.tile == 0 or self.tile >= 160, "tile must be 0 or >= 160")
+        _check(0 < self.nms_iou < 1, "nms_iou must be in (0, 1)")
+        _check(0.3 < self.factor < 0.95, "factor must be in (0.3, 0.95)")
+
+
+@dataclass(frozen=True)
+class PhotoConfig:
+    """Photo anonymisation (``deid photo``)."""
+
+    mode: str = "blur"  # how faces are anonymised: "blur", "pixelate" or "solid"
+    only: tuple[int, ...] = ()  # 1-based face numbers (as ``deid faces`` prints them) to anonymise; () = all
+    skip: tuple[int, ...] = ()  # 1-based face numbers to leave as they are
+    obscure_scale: float = 1.3  # obscured ellipse = detection box enlarged by this factor
+    detect: DetectConfig = field(default_factory=DetectConfig)  # detection settings
+
+    def __post_init__(self):
+        _check(self.mode in ("blur", "pixelate", "solid"), f"mode must be blur, pixelate or solid, got {self.mode!r}")
+        _check(all(i >= 1 for i in self.only + self.skip), "face numbers start at 1")
+        _check(not (set(self.only) & set(self.skip)), "a face number cannot be in both --only and --skip")
+        _check(1.0 <= self.obscure_scale <= 3.0, "obscure_scale must be in [1, 3]")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Encoder from an aligned face to W+ (e4e style: one base w plus per-layer offsets)."""
+
+    img_resolution: int = 64  # input crop side (the generator's resolution)
+    img_channels: int = 3  # input colour channels
+    num_ws: int = 10  # rows of W+ to predict (the generator's num_ws)
+    w_dim: int = 256  # width of w (the generator's w_dim)
+    channel_base: int = 2048  # channels at resolution r = min(channel_base // r, channel_max)
+    channel_max: int = 128  # maximum channels
+    generator_sha256: str = ""  # sha256 of the generator weights the encoder was trained for; "" = not tied
+
+    def __post_init__(self):
+        _check(self.img_resolution >= 16 and 2 ** int(math.log2(self.img_resolution)) == self.img_resolution,
+               "img_resolution must be a power of two >= 16")
+        _check(self.num_ws >= 1 and self.w_dim >= 1, "num_ws and w_dim must be positive")
+
+    def channels(self, res: int) -> int:
+        return min(self.channel_base // res, self.channel_max)
+
+    @classmethod
+    def for_generator(cls, g: GeneratorConfig, **overrides) -> "EncoderConfig":
+        base = dict(img_resolution=g.img_resolution, img_channels=g.img_channels, num_ws=g.num_ws, w_dim=g.w_dim)
+        return cls(**{**base, **overrides})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The face-generation HTTP API (``deid serve``): where it listens, which model, and the bounds on its work."""
+
+    host: str = "127.0.0.1"  # interface to listen on; "0.0.0.0" = every interface
+    port: int = 8000  # TCP port; 0 = any free port
+    model: str | None = None  # generator weights (.safetensors + .json, official .pkl, rosinality .pt); None = shipped
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"; resolved once, when the server starts
+    max_batch: int = 16  # generate requests per forward pass; every pass is padded to this size (see deid.server.batcher)
+    max_queue: int = 64  # generate requests waiting for the generator; more get 503 with Retry-After
+    retry_after_s: int = 1  # Retry-After (seconds) sent with 503 when the queue is full
+    max_body_bytes: int = 64 * 1024  # largest request body; larger -> 413
+    store_dir: str | None = None  # keep generated images as files in this folder; None = in memory
+    store_max_items: int = 1024  # images kept at most; the oldest are evicted first
+    store_max_bytes: int = 256 * 1024 * 1024  # encoded bytes kept at most; the oldest are evicted first
+    store_ttl_s: float = 600.0  # seconds an image stays fetchable after it was generated
+
+    def __post_init__(self):
+        _check(0 <= self.port <= 65535, "port must be in 0..65535")
+        _check(1 <= self.max_batch <= 256, "max_batch must be in 1..256")
+        _check(self.max_queue >= 1, "max_queue must be >= 1")
+        _check(self.retry_after_s >= 1, "retry_after_s must be >= 1")
+        _check(self.max_body_bytes >= 1024, "max_body_bytes must be >= 1024")
+        _check(self.store_max_items >= 1, "store_max_items must be >= 1")
+        # room for the largest image the API makes: 1024x1024 RGB, incompressible PNG (~3.2 MB)
+        _check(self.store_max_bytes >= 4 * 1024 * 1024, "store_max_bytes must be >= 4 MiB")
+        _check(self.store_ttl_s > 0, "store_ttl_s must be positive")
+
+
+@dataclass(frozen=True)
+class EncoderTrainConfig:
+    """Encoder training (``deid train encoder``) against a fixed generator."""
+
+    data: str = ""  # prepared data file (``deid data prepare``)
+    generator: str = ""  # generator weights (.safetensors + .json) the encoder is trained for
+    discriminator: str = ""  # discriminator weights whose features give the feature loss
+    encoder: EncoderConfig | None = None  # architecture; None = EncoderConfig.for_generator(G)
+    holdout_shard: int | None = 3  # same held-out faces as the generator run (never trained on)
+    holdout_count: int = 1000
+    batch: int = 8  # real images per step (plus as many generated ones)
+    total_kimg: float = 500.0  # stop after this many thousand real images
+    lr: float = 0.0005  # Adam learning rate
+    latent_weight: float = 1.0  # || E(G(w)) - w ||^2 on generated faces
+    pixel_weight: float = 1.0  # L1 between a face and its reconstruction
+    feature_weight: float = 1.0  # distance between discriminator features of a face and its reconstruction
+    offset_weight: float = 0.002  # e4e regulariser: keeps W+ rows close to each other (near W)
+    mixing_prob: float = 0.5  # generated training faces use style mixing this often (covers W+)
+    mixed_precision: str = "auto"  # "auto", "bf16", "fp16" or "off"
+    seed: int = 0
+    snapshot_kimg: float = 5.0  # checkpoint every N thousand real images
+    threads: int = 0  # CPU threads; 0 = torch default
+
+    def __post_init__(self):
+        _check(self.batch >= 1, "batch must be >= 1")
+        _check(self.total_kimg > 0 and self.lr > 0, "total_kimg and lr must be positive")
+        _check(self.mixed_precision in ("auto", "bf16", "fp16", "off"), "mixed_precision: auto, bf16, fp16 or off")

@@ -1,0 +1,147 @@
+"""Face detection: facenet-pytorch's MTCNN, wrapped for photos of any size and faces down to ~16 px.
+
+Large photos are searched whole at a capped working size (``DetectConfig.max_size``). When the smallest face asked
+for would be under ``small_face`` pixels at that size, the photo is also cut into overlapping tiles, upscaled so such
+faces reach ``small_face`` pixels, and searched again; results are mapped back to original pixels and merged by NMS.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import nms
+
+from .config import DetectConfig
+from .types import Face
+
+__all__ = ["FaceDetector", "detect_faces"]
+
+# MTCNN's P-net looks at 12x12 windows: a face of min_face_size pixels is scanned at scale 12 / min_face_size.
+_PNET_WINDOW = 12
+
+
+class FaceDetector:
+    """MTCNN loaded once, plus the tiling logic.
+
+    Example:
+        >>> det = FaceDetector(DetectConfig(), device=torch.device("cpu"))
+        >>> faces = det(image)  # image: [H, W, 3] uint8 RGB -> list[Face], largest first; [] when no face
+    """
+
+    def __init__(self, config: DetectConfig = DetectConfig(), *, device: torch.device | str = "cpu"):
+        from facenet_pytorch import MTCNN  # the weights ship inside the facenet-pytorch wheel
+
+        self.config = config
+        self.device = torch.device(device)
+        self._mtcnn = MTCNN(keep_all=True, min_face_size=20, thresholds=list(config.thresholds),
+                            factor=config.factor, post_process=False, device=self.device)
+
+    def _run(self, images: list[np.ndarray], min_face: float) -> list[np.ndarray]:
+        """MTCNN on same-size images; returns per image ``[K, 15]`` float32 rows (box 4, score 1, landmarks 10)."""
+        self._mtcnn.min_face_size = max(int(math.floor(min_face)), _PNET_WINDOW)
+        batch = np.stack(images) if len(images) > 1 else images[0]
+        with torch.inference_mode():
+            boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+        if len(images) == 1:
+            boxes, probs, points = [boxes], [probs], [points]
+        out = []
+        for b, p, l in zip(boxes, probs, points):
+            if b is None or len(b) == 0:
+                out.append(np.zeros((0, 15), np.float32))
+                continue
+            b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
+            p = np.asarray(p, dtype=np.float32).reshape(-1, 1)
+            l = np.asarray(l, dtype=np.float32).reshape(-1, 10)
+            out.append(np.concatenate([b, p, l], axis=1))
+        return out
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        return detect_faces(image, self)
+
+
+def _scaled(img: np.ndarray, s: float) -> np.ndarray:
+    if abs(s - 1) < 1e-6:
+        return img
+    h, w = img.shape[:2]
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, (max(int(round(w * s)), 1), max(int(round(h * s)), 1)), interpolation=interp)
+
+
+def _tiles(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Top-left corners of ``tile``-sized windows covering ``h x w`` with at least ``overlap`` pixels of overlap."""
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        k = math.ceil((n - overlap) / (tile - overlap))
+        step = (n - tile) / (k - 1)
+        return [int(round(i * step)) for i in range(k)]
+
+    return [(y, x) for y in starts(h) for x in starts(w)]
+
+
+def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
+    """Find every face in ``image``.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 RGB.
+        detector: a loaded ``FaceDetector`` (its ``config`` sets sizes and thresholds).
+
+    Returns:
+        ``Face`` list in original-image pixels, sorted by size, largest first; empty when there is no face.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be [H, W, 3] uint8 RGB, got {image.shape} {image.dtype}")
+    cfg = detector.config
+    h, w = image.shape[:2]
+    rows = []
+    # 1) whole image at the working size
+    s = min(1.0, cfg.max_size / max(h, w))
+    work = _scaled(image, s)
+    found = detector._run([np.ascontiguousarray(work)], min_face=max(cfg.min_face * s, cfg.small_face))[0]
+    rows.append(_rescale(found, 1 / s, 0, 0))
+    # 2) small faces: upscaled overlapping tiles
+    if cfg.tile and cfg.min_face * s < cfg.small_face * 1.5:
+        t = cfg.small_face / cfg.min_face  # original -> tile scale
+        if t * max(h, w) > cfg.tile or t > 1:
+            big = _scaled(image, t)
+            bh, bw = big.shape[:2]
+            tile = min(cfg.tile, max(bh, bw))
+            th, tw = min(tile, bh), min(tile, bw)
+            corners = _tiles(bh, bw, tile, overlap=int(cfg.small_face * 4))
+            crops = [big[y : y + th, x : x + tw] for y, x in corners]
+            crops = [np.ascontiguousarray(_pad_to(c, th, tw)) for c in crops]
+            for i in range(0, len(crops), 8):
+                for (y, x), found in zip(corners[i : i + 8], detector._run(crops[i : i + 8], min_face=cfg.small_face)):
+                    # only keep small faces here: big ones are cut by tile borders and the whole pass has them
+                    keep = np.maximum(found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]) < cfg.small_face * 3
+                    rows.append(_rescale(found[keep], 1 / t, x, y))
+    allrows = np.concatenate(rows, axis=0) if rows else np.zeros((0, 15), np.float32)
+    allrows = allrows[allrows[:, 4] >= cfg.min_score]
+    sizes = np.maximum(allrows[:, 2] - allrows[:, 0], allrows[:, 3] - allrows[:, 1])
+    allrows = allrows[sizes >= cfg.min_face * 0.8]
+    if len(allrows) > 1:
+        keep = nms(torch.from_numpy(allrows[:, :4]).float(), torch.from_numpy(allrows[:, 4]).float(), cfg.nms_iou)
+        allrows = allrows[keep.numpy()]
+    faces = [Face(box=r[:4], score=float(r[4]), landmarks=r[5:].reshape(5, 2)) for r in allrows]
+    faces.sort(key=lambda f: -f.size)
+    return faces
+
+
+def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    if img.shape[0] == h and img.shape[1] == w:
+        return img
+    return cv2.copyMakeBorder(img, 0, h - img.shape[0], 0, w - img.shape[1], cv2.BORDER_CONSTANT, value=0)
+
+
+def _rescale(rows: np.ndarray, scale: float, ox: float, oy: float) -> np.ndarray:
+    """Map detections from a scaled/tiled image back to original pixels (tile origin ``ox, oy`` in scaled pixels)."""
+    out = rows.copy()
+    out[:, [0, 2, 5, 7, 9, 11, 13]] += ox
+    out[:, [1, 3, 6, 8, 10, 12, 14]] += oy
+    out[:, [0, 1, 2, 3]] *= scale
+    out[:, 5:] *= scale
+    return out

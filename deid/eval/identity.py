@@ -1,0 +1,114 @@
+"""Identity judge: dlib's ResNet face descriptor (128-D), as the ``face_recognition`` package computes it.
+
+Two faces whose descriptors lie closer than 0.6 (Euclidean) are the same person by dlib's own rule (99.38 % on LFW).
+The chip is cut the way ``face_recognition.face_encodings`` cuts it: dlib's 5-point shape predictor runs inside the
+given box, and ``compute_face_descriptor`` aligns a 150 px chip (padding 0.25) from those points. Deviation from
+``face_recognition``: the box comes from the caller (deid's MTCNN) instead of dlib's HOG detector; on the
+astronaut photo the two boxes give descriptors 0.05 apart, far below the 0.6 threshold.
+
+Weights: ``shape_predictor_5_face_landmarks.dat`` and ``dlib_face_recognition_resnet_model_v1.dat`` from the
+``face-recognition-models`` package (dlib-models, CC0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import dlib
+import numpy as np
+
+from ..errors import ModelError
+from ..types import Face
+from ._common import as_box, as_boxes, check_image, dlib_rectangle, package_file
+
+__all__ = ["IdentityJudge", "SAME_PERSON_THRESHOLD", "EMBEDDING_DIM"]
+
+SAME_PERSON_THRESHOLD = 0.6  # dlib's decision threshold on the Euclidean descriptor distance
+EMBEDDING_DIM = 128
+_CHIP_PADDING = 0.25  # dlib's (and face_recognition's) default chip padding
+_NUM_JITTERS = 0  # 0 and 1 both mean "one pass, no jitter" in dlib; face_recognition passes 1
+
+
+class IdentityJudge:
+    """Face descriptors and same-person decisions.
+
+    Args:
+        shape_predictor: a loaded 5-point ``dlib.shape_predictor``.
+        recognizer: a loaded ``dlib.face_recognition_model_v1``.
+
+    Example:
+        >>> judge = IdentityJudge.default()
+        >>> a = judge.embed(photo, face)          # photo: [H, W, 3] uint8 RGB; face: Face or [4] xyxy box
+        >>> b = judge.embed(anonymized, face.box)
+        >>> judge.same_person(a, b)               # False when the anonymisation worked
+    """
+
+    def __init__(self, shape_predictor: dlib.shape_predictor, recognizer: dlib.face_recognition_model_v1):
+        self.shape_predictor = shape_predictor
+        self.recognizer = recognizer
+
+    @classmethod
+    def load(cls, shape_predictor_path: str | Path, recognizer_path: str | Path) -> "IdentityJudge":
+        """Read both dlib models from explicit files.
+
+        Raises:
+            ModelError: a file is missing or is not the expected dlib model.
+        """
+        for p in (shape_predictor_path, recognizer_path):
+            if not Path(p).is_file():
+                raise ModelError(f"{p}: model file not found")
+        try:
+            predictor = dlib.shape_predictor(str(shape_predictor_path))
+            recognizer = dlib.face_recognition_model_v1(str(recognizer_path))
+        except RuntimeError as exc:  # dlib's deserialisation errors
+            raise ModelError(f"cannot load the dlib identity models: {exc}") from exc
+        return cls(predictor, recognizer)
+
+    @classmethod
+    def default(cls) -> "IdentityJudge":
+        """The models shipped in the ``face-recognition-models`` package."""
+        return cls.load(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat"),
+                        package_file("face_recognition_models", "models", "dlib_face_recognition_resnet_model_v1.dat"))
+
+    def embed(self, image: np.ndarray, box: np.ndarray | Face) -> np.ndarray:
+        """Descriptor of one face.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 RGB.
+            box: ``[4]`` xyxy pixels, or a ``Face``.
+
+        Returns:
+            ``[128]`` float32 descriptor (unit-free; compare with ``distance``).
+        """
+        return self.embed_batch(image, [as_box(box)])[0]
+
+    def embed_batch(self, image: np.ndarray, boxes: Sequence[np.ndarray | Face] | np.ndarray) -> np.ndarray:
+        """Descriptors of several faces of one image.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 RGB.
+            boxes: ``K`` boxes (``[K, 4]`` xyxy pixels) or ``Face``s.
+
+        Returns:
+            ``[K, 128]`` float32; ``[0, 128]`` when there is no box.
+        """
+        image = check_image(image)
+        boxes = as_boxes(boxes)
+        if len(boxes) == 0:
+            return np.zeros((0, EMBEDDING_DIM), np.float32)
+        shapes = dlib.full_object_detections()
+        for b in boxes:
+            shapes.append(self.shape_predictor(image, dlib_rectangle(b)))
+        desc = self.recognizer.compute_face_descriptor(image, shapes, _NUM_JITTERS, _CHIP_PADDING)
+        return np.asarray([np.asarray(d) for d in desc], dtype=np.float32).reshape(len(boxes), EMBEDDING_DIM)
+
+    @staticmethod
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        """Euclidean distance between two ``[128]`` descriptors (0 = identical; same person below 0.6)."""
+        return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+
+    @staticmethod
+    def same_person(a: np.ndarray, b: np.ndarray, threshold: float = SAME_PERSON_THRESHOLD) -> bool:
+        """True when descriptors ``a`` and ``b`` are closer than ``threshold``."""
+        return IdentityJudge.distance(a, b) < threshold

@@ -1,0 +1,1 @@
+"""Input and output: images (``images``) and network weights (``weights``)."""

@@ -1,0 +1,1 @@
+"""Networks: generator, discriminator, encoder, and the ops they share."""

@@ -1,0 +1,93 @@
+"""Photo anonymisation: read -> detect -> anonymise every selected face -> write, with a per-face report.
+
+Faces are numbered 1.. largest first, exactly as ``deid faces`` prints them, so ``--only``/``--skip`` refer to the
+numbers a user saw in the preview.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import PhotoConfig
+from .detect import FaceDetector, detect_faces
+from .io.images import check_output_path, read_image, write_image
+from .obscure import obscure_face
+from .types import Face, FaceOutcome, PhotoReport
+
+__all__ = ["anonymize_faces", "anonymize_photo", "preview_sheet", "plan_outputs"]
+
+
+def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig) -> tuple[np.ndarray, list[FaceOutcome]]:
+    """Anonymise the selected ``faces`` of ``pixels`` (``[H, W, 3]`` uint8 RGB); the input array is not modified.
+
+    Returns the new image and one ``FaceOutcome`` per face, in number order.
+    """
+    out = pixels
+    outcomes = []
+    for i, face in enumerate(faces, start=1):
+        selected = (not config.only or i in config.only) and i not in config.skip
+        if selected:
+            out = obscure_face(out, face, config.mode, scale=config.obscure_scale)
+        outcomes.append(FaceOutcome(index=i, face=face, method=config.mode if selected else "kept"))
+    return (out if out is not pixels else pixels.copy()), outcomes
+
+
+def anonymize_photo(src: str | Path, dst: str | Path, *, detector: FaceDetector, config: PhotoConfig) -> tuple[PhotoReport, np.ndarray, np.ndarray]:
+    """Anonymise the photo ``src`` into ``dst`` (same size and format; metadata dropped, ICC kept).
+
+    Returns:
+        the report, the original pixels and the anonymised pixels (``[H, W, 3]`` uint8 RGB), for previews.
+
+    Raises:
+        InputError: ``src`` cannot be read, or ``dst`` would overwrite it.
+    """
+    check_output_path(src, dst)
+    t = {}
+    t0 = time.perf_counter()
+    img = read_image(src)
+    t["read"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    faces = detect_faces(img.pixels, detector)
+    t["detect"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result, outcomes = anonymize_faces(img.pixels, faces, config)
+    t["anonymize"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    write_image(result, dst, like=img)
+    t["write"] = time.perf_counter() - t0
+    report = PhotoReport(source=str(src), output=str(dst), width=img.width, height=img.height,
+                         faces=tuple(outcomes), timings_ms={k: v * 1000 for k, v in t.items()})
+    return report, img.pixels, result
+
+
+def preview_sheet(before: np.ndarray, after: np.ndarray, faces: list[Face]) -> np.ndarray:
+    """Before | after side by side, with the numbered boxes drawn on both (``[H, 2W + gap, 3]`` uint8 RGB)."""
+    from .io.preview import draw_faces
+
+    gap = np.full((before.shape[0], max(before.shape[1] // 100, 4), 3), 255, np.uint8)
+    return np.concatenate([draw_faces(before, faces), gap, draw_faces(after, faces)], axis=1)
+
+
+def plan_outputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """Pair every input photo with its output path.
+
+    A single file input with an ``out`` that is not an existing folder gives ``out`` itself. Otherwise ``out`` is a
+    folder: files go to ``out/<name>``, folders are walked recursively and mirrored under ``out``.
+    Non-image files inside folders are skipped; a file given by name is always tried (and reported if unreadable).
+    """
+    from .io.images import is_image_path
+
+    if len(inputs) == 1 and not inputs[0].is_dir() and not out.is_dir() and out.suffix:
+        return [(inputs[0], out)]
+    pairs = []
+    for src in inputs:
+        if src.is_dir():
+            for p in sorted(src.rglob("*")):
+                if p.is_file() and is_image_path(p) and out.resolve() not in p.resolve().parents:
+                    pairs.append((p, out / p.relative_to(src)))
+        else:
+            pairs.append((src, out / src.name))
+    return pairs

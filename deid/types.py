@@ -1,0 +1,85 @@
+"""Frozen dataclasses passed between pipeline stages. Every array field states shape, dtype and range.
+
+"No face" is a zero-length result (an empty list), never ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Face", "AlignedFace", "FaceOutcome", "PhotoReport"]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face, in the coordinates of the original (EXIF-rotated) image.
+
+    Landmark order (MTCNN): left eye, right eye, nose tip, left mouth corner, right mouth corner, where "left" means
+    the left side of the *image*.
+    """
+
+    box: np.ndarray  # [4] float32, x0, y0, x1, y1 in pixels
+    score: float  # detector confidence in [0, 1]
+    landmarks: np.ndarray  # [5, 2] float32, (x, y) pixels
+
+    def __post_init__(self):
+        object.__setattr__(self, "box", np.asarray(self.box, dtype=np.float32).reshape(4))
+        object.__setattr__(self, "landmarks", np.asarray(self.landmarks, dtype=np.float32).reshape(5, 2))
+
+    @property
+    def size(self) -> float:
+        """Face size in pixels: the larger side of the box."""
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+    @property
+    def inter_ocular(self) -> float:
+        """Distance between the eye centres in pixels."""
+        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
+
+    def to_dict(self) -> dict:
+        return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 4),
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]}
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """A face crop in the canonical pose, with the transform that puts it back into the frame."""
+
+    image: np.ndarray  # [S, S, 3] uint8 RGB, the aligned crop
+    matrix: np.ndarray  # [2, 3] float64 affine, crop pixel (x, y, 1) -> frame pixel (x, y)
+    face: Face = field(repr=False)  # the detection it came from
+
+    @property
+    def size(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class FaceOutcome:
+    """What happened to one face of a photo."""
+
+    index: int  # 1-based number, largest face first (the numbering of ``deid faces``)
+    face: Face  # the detection
+    method: str  # "blur", "pixelate", "solid", or "kept" (excluded by --only/--skip)
+
+    def to_dict(self) -> dict:
+        return {"id": self.index, "method": self.method, **self.face.to_dict()}
+
+
+@dataclass(frozen=True)
+class PhotoReport:
+    """Result of anonymising one photo."""
+
+    source: str  # input path
+    output: str  # output path ("" when nothing was written)
+    width: int  # image width in pixels (after EXIF orientation)
+    height: int  # image height in pixels
+    faces: tuple[FaceOutcome, ...]  # every detected face, in number order
+    timings_ms: dict[str, float]  # wall time per stage: read, detect, anonymize, write
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "output": self.output, "width": self.width, "height": self.height,
+                "faces": [f.to_dict() for f in self.faces],
+                "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}}

@@ -1,0 +1,96 @@
+"""deid.detect: recall and landmark accuracy on a real photo and on composed multi-face scenes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import eye_error, match_faces, noisy_background
+
+from deid.config import DetectConfig
+from deid.detect import FaceDetector, detect_faces
+from deid.errors import ConfigError
+from deid.types import Face
+
+# Largest accepted eye-landmark error, as a fraction of the inter-ocular distance (measured: <= 0.07 for faces of
+# 40 px and more, <= 0.11 for 20-24 px faces).
+EYE_TOLERANCE = 0.15
+
+
+def test_astronaut_has_one_confident_face_with_ordered_landmarks(astronaut_face: Face):
+    lm = astronaut_face.landmarks
+    assert astronaut_face.score > 0.99
+    assert 100 < astronaut_face.size < 135
+    assert lm[0, 0] < lm[1, 0], "left eye (image left) comes first"
+    assert lm[3, 0] < lm[4, 0], "left mouth corner comes first"
+    assert max(lm[0, 1], lm[1, 1]) < lm[2, 1] < min(lm[3, 1], lm[4, 1]), "eyes above nose above mouth"
+    x0, y0, x1, y1 = astronaut_face.box
+    assert np.all((lm[:, 0] > x0) & (lm[:, 0] < x1) & (lm[:, 1] > y0) & (lm[:, 1] < y1))
+
+
+def test_face_contract_shapes_dtypes_and_json(astronaut_face: Face):
+    assert astronaut_face.box.shape == (4,) and astronaut_face.box.dtype == np.float32
+    assert astronaut_face.landmarks.shape == (5, 2) and astronaut_face.landmarks.dtype == np.float32
+    assert 0 <= astronaut_face.score <= 1
+    d = json.loads(json.dumps(astronaut_face.to_dict()))
+    assert set(d) == {"box", "score", "landmarks"} and len(d["landmarks"]) == 5
+
+
+def test_scene_720p_finds_every_face_with_accurate_eyes(scene_720p, scene_720p_faces):
+    matches = match_faces(scene_720p.faces, scene_720p_faces)
+    missed = [t.size for t, f in zip(scene_720p.faces, matches) if f is None]
+    assert not missed, f"missed faces of size {missed}"
+    assert len(scene_720p_faces) == len(scene_720p.faces), "no detections on the plain background"
+    errors = [eye_error(t, f) for t, f in zip(scene_720p.faces, matches)]
+    assert max(errors) < EYE_TOLERANCE, f"eye errors (fraction of inter-ocular distance): {np.round(errors, 3)}"
+
+
+def test_scene_1080p_finds_20px_faces_through_tiling(scene_1080p_small, scene_1080p_small_faces):
+    matches = match_faces(scene_1080p_small.faces, scene_1080p_small_faces)
+    missed = [t.size for t, f in zip(scene_1080p_small.faces, matches) if f is None]
+    assert not missed, f"missed faces of size {missed}"
+    assert len(scene_1080p_small_faces) == len(scene_1080p_small.faces)
+    errors = [eye_error(t, f) for t, f in zip(scene_1080p_small.faces, matches)]
+    assert max(errors) < EYE_TOLERANCE, f"eye errors (fraction of inter-ocular distance): {np.round(errors, 3)}"
+
+
+def test_scene_2160p_20px_faces_need_the_tiled_pass(scene_2160p_small, face_detector):
+    """At 4K the whole-image pass works at half size; the tiled pass must find the 20 px faces."""
+    tiled = detect_faces(scene_2160p_small.image, face_detector)
+    matches = match_faces(scene_2160p_small.faces, tiled)
+    assert all(f is not None for f in matches), f"found {sum(f is not None for f in matches)} of 5 faces"
+    assert len(tiled) == len(scene_2160p_small.faces)
+    errors = [eye_error(t, f) for t, f in zip(scene_2160p_small.faces, matches)]
+    assert max(errors) < EYE_TOLERANCE, f"eye errors (fraction of inter-ocular distance): {np.round(errors, 3)}"
+    whole_only = detect_faces(scene_2160p_small.image, FaceDetector(DetectConfig(tile=0), device="cpu"))
+    assert sum(f is not None for f in match_faces(scene_2160p_small.faces, whole_only)) < len(matches)
+
+
+def test_faces_come_largest_first(scene_720p_faces):
+    sizes = [f.size for f in scene_720p_faces]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_no_face_gives_empty_list(face_detector):
+    assert detect_faces(noisy_background(240, 320, seed=5), face_detector) == []
+
+
+def test_min_face_drops_smaller_faces(scene_720p):
+    det = FaceDetector(DetectConfig(min_face=100, tile=0), device="cpu")
+    found = detect_faces(scene_720p.image, det)
+    big = tuple(t for t in scene_720p.faces if t.size >= 100)
+    assert len(found) == len(big) and all(f is not None for f in match_faces(big, found))
+
+
+@pytest.mark.parametrize("image", [np.zeros((32, 32), np.uint8), np.zeros((32, 32, 3), np.float32),
+                                   np.zeros((32, 32, 4), np.uint8)])
+def test_rejects_arrays_that_are_not_rgb_uint8(face_detector, image):
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        detect_faces(image, face_detector)
+
+
+@pytest.mark.parametrize("field, value", [("min_face", 2), ("min_score", 1.5), ("tile", 50), ("nms_iou", 0.0)])
+def test_detect_config_validates(field, value):
+    with pytest.raises(ConfigError):
+        DetectConfig(**{field: value})

@@ -1,0 +1,77 @@
+"""Identity judge (dlib ResNet descriptors) on public-domain photos shipped with scikit-image.
+
+Faces used: ``skimage.data.astronaut()`` (Eileen Collins, NASA, public domain) and ``skimage.data.camera()``
+(a man behind a camera, CC0 by Lav Varshney). Their boxes are the ones deid's MTCNN finds (fixed here, so this
+file does not depend on the detector).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("dlib")
+skdata = pytest.importorskip("skimage.data")
+
+from deid.eval.identity import EMBEDDING_DIM, SAME_PERSON_THRESHOLD, IdentityJudge  # noqa: E402
+from deid.types import Face  # noqa: E402
+
+ASTRONAUT_BOX = np.array([179.0, 59.0, 268.0, 176.0], np.float32)
+CAMERA_BOX = np.array([200.0, 119.0, 256.0, 195.0], np.float32)
+
+
+def gray3(img: np.ndarray) -> np.ndarray:
+    """Grey copy with three channels (so colour alone cannot tell two photos apart)."""
+    g = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2))
+
+
+@pytest.fixture(scope="module")
+def judge() -> IdentityJudge:
+    return IdentityJudge.default()
+
+
+def test_embedding_contract(judge):
+    img = skdata.astronaut()
+    e = judge.embed(img, ASTRONAUT_BOX)
+    assert e.shape == (EMBEDDING_DIM,) and e.dtype == np.float32 and np.all(np.isfinite(e))
+    assert judge.embed_batch(img, []).shape == (0, EMBEDDING_DIM)
+    batch = judge.embed_batch(img, np.stack([ASTRONAUT_BOX, ASTRONAUT_BOX + 3]))
+    assert batch.shape == (2, EMBEDDING_DIM)
+    np.testing.assert_allclose(batch[0], e, atol=1e-5)
+    face = Face(box=ASTRONAUT_BOX, score=1.0, landmarks=np.zeros((5, 2)))
+    np.testing.assert_allclose(judge.embed(img, face), e, atol=1e-5)
+
+
+def test_same_person_flipped_and_shifted(judge):
+    img = skdata.astronaut()
+    ref = judge.embed(img, ASTRONAUT_BOX)
+    w = img.shape[1]
+    flipped = np.ascontiguousarray(img[:, ::-1])
+    x0, y0, x1, y1 = ASTRONAUT_BOX
+    e_flip = judge.embed(flipped, [w - x1, y0, w - x0, y1])
+    # shifted by (23, -11) px and shrunk to 80 %: a different crop, resampled
+    m = np.array([[0.8, 0, 23], [0, 0.8, -11]], np.float32)
+    moved = cv2.warpAffine(img, m, (w, img.shape[0]), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+    box = np.array([x0 * 0.8 + 23, y0 * 0.8 - 11, x1 * 0.8 + 23, y1 * 0.8 - 11])
+    e_moved = judge.embed(moved, box)
+    for e in (e_flip, e_moved):
+        assert judge.same_person(ref, e)
+        assert judge.distance(ref, e) < 0.4
+
+
+def test_different_people_do_not_match(judge):
+    astronaut, camera = gray3(skdata.astronaut()), gray3(skdata.camera())
+    a, b = judge.embed(astronaut, ASTRONAUT_BOX), judge.embed(camera, CAMERA_BOX)
+    assert not judge.same_person(a, b)
+    assert judge.distance(a, b) > SAME_PERSON_THRESHOLD
+    assert judge.same_person(a, b, threshold=10.0)  # the threshold is the caller's
+
+
+def test_rejects_bad_inputs(judge):
+    img = skdata.astronaut()
+    with pytest.raises(ValueError, match="uint8"):
+        judge.embed(img.astype(np.float32), ASTRONAUT_BOX)
+    with pytest.raises(ValueError, match="x1 > x0"):
+        judge.embed(img, [10, 10, 5, 20])

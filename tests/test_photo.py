@@ -1,0 +1,108 @@
+"""``deid photo`` with the obscuring modes: every face changed, selection, metadata, safety of inputs, batches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from deid.cli.main import main
+from deid.config import PhotoConfig
+from deid.obscure import obscure_face
+from deid.photo import anonymize_faces
+
+
+def _region_change(a: np.ndarray, b: np.ndarray, box) -> float:
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    return float(np.abs(a[y0:y1, x0:x1].astype(float) - b[y0:y1, x0:x1].astype(float)).mean())
+
+
+@pytest.mark.parametrize("mode", ["blur", "pixelate", "solid"])
+def test_every_face_region_changes(scene_720p, scene_720p_faces, mode):
+    img = scene_720p.image
+    before = img.copy()
+    out, outcomes = anonymize_faces(img, scene_720p_faces, PhotoConfig(mode=mode))
+    assert np.array_equal(img, before), "input array modified"
+    assert len(outcomes) == len(scene_720p_faces) == 7
+    for o in outcomes:
+        assert o.method == mode
+        # the face interior loses its detail: strong change for every size of face
+        assert _region_change(img, out, o.face.box) > 4, (mode, o.index, o.face.size)
+    # far from faces nothing changes
+    assert np.array_equal(out[690:, :100], img[690:, :100])
+
+
+def test_obscured_faces_lose_detail(astronaut, astronaut_face):
+    out = obscure_face(astronaut, astronaut_face, "blur")
+    x0, y0, x1, y1 = (int(v) for v in astronaut_face.box)
+    lap_before = np.abs(np.diff(astronaut[y0:y1, x0:x1].astype(float), axis=1)).mean()
+    lap_after = np.abs(np.diff(out[y0:y1, x0:x1].astype(float), axis=1)).mean()
+    assert lap_after < lap_before / 3
+
+
+def test_only_and_skip_select_by_number(scene_720p, scene_720p_faces):
+    img = scene_720p.image
+    out, outcomes = anonymize_faces(img, scene_720p_faces, PhotoConfig(mode="solid", skip=(2,)))
+    assert [o.method for o in outcomes][:3] == ["solid", "kept", "solid"]
+    assert _region_change(img, out, scene_720p_faces[1].box) < 1.0
+    out, outcomes = anonymize_faces(img, scene_720p_faces, PhotoConfig(mode="solid", only=(1, 3)))
+    assert [o.index for o in outcomes if o.method == "solid"] == [1, 3]
+
+
+def _jpeg_with_metadata(pixels: np.ndarray, path) -> None:
+    """A JPEG carrying GPS, a camera serial number and a comment (thumbnails: tests/test_io_images.py)."""
+    im = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    exif[0xA431] = "SERIAL-123456"  # BodySerialNumber (in the Exif IFD, but PIL stores it here too)
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 22.0, 5.0), 3: "E", 4: (4.0, 53.0, 40.0)})  # GPS
+    im.save(path, "JPEG", exif=exif.tobytes(), comment=b"secret caption", quality=92)
+
+
+def test_cli_photo_end_to_end(scene_720p, tmp_path):
+    src = tmp_path / "group.jpg"
+    _jpeg_with_metadata(scene_720p.image, src)
+    original_bytes = src.read_bytes()
+    assert b"SERIAL-123456" in original_bytes and b"secret caption" in original_bytes
+    out, sheet, report = tmp_path / "anon.jpg", tmp_path / "sheet.png", tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["photo", str(src), "-o", str(out), "--preview", str(sheet), "--report", str(report),
+                                  "--mode", "pixelate", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert src.read_bytes() == original_bytes  # input untouched
+    data = out.read_bytes()
+    assert b"SERIAL-123456" not in data and b"secret caption" not in data and b"Exif" not in data
+    with Image.open(out) as im:
+        assert im.size == (1280, 720) and im.format == "JPEG"
+    rep = json.loads(report.read_text())
+    assert len(rep) == 1 and len(rep[0]["faces"]) == 7 and all(f["method"] == "pixelate" for f in rep[0]["faces"])
+    assert set(rep[0]["timings_ms"]) == {"read", "detect", "anonymize", "write"}
+    with Image.open(sheet) as im:
+        assert im.size[0] > 2 * 1280 and im.size[1] == 720
+
+
+def test_cli_refuses_out_equals_in(scene_720p, tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(scene_720p.image).save(src)
+    before = src.read_bytes()
+    r = CliRunner().invoke(main, ["photo", str(src), "-o", str(src), "--device", "cpu"])
+    assert r.exit_code != 0 and "overwrite" in r.output
+    assert src.read_bytes() == before
+
+
+def test_cli_batch_goes_on_after_bad_files(scene_720p, tmp_path):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    Image.fromarray(scene_720p.image[:360, :640]).save(d / "sub" / "ok.png")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["photo", str(d), "-o", str(out), "--device", "cpu"])
+    assert r.exit_code == 1
+    assert (out / "sub" / "ok.png").is_file()
+    lines = [l for l in r.output.splitlines() if l.startswith("error:")]
+    assert len(lines) == 2 and any("empty.jpg" in l for l in lines) and any("notes.jpg" in l for l in lines)
+    assert "Traceback" not in r.output
+    assert not (out / "empty.jpg").exists()
