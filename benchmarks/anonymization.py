@@ -32,12 +32,12 @@ from PIL import Image
 
 import deid
 from deid.align import face_mask
-from deid.config import DetectConfig
 from deid.detect import FaceDetector, detect_faces
 from deid.eval import Judges, evaluate_anonymization, format_table
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_CANDIDATES = [REPO / "cache" / "utkface-deid128.safetensors", REPO.parent / "cache" / "utkface-deid128.safetensors"]
+DATA_NAME = "utkface-deid128.safetensors"
+DATA_CANDIDATES = [REPO / "cache" / DATA_NAME, REPO.parent / "cache" / DATA_NAME]
 SIZE = (640, 480)  # width, height of each photo
 
 

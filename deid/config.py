@@ -269,6 +269,7 @@ class EncoderTrainConfig:
     pixel_weight: float = 1.0  # L1 between a face and its reconstruction
     feature_weight: float = 1.0  # distance between discriminator features of a face and its reconstruction
     offset_weight: float = 0.002  # e4e regulariser: keeps W+ rows close to each other (near W)
+    attribute_weight: float = 0.1  # gender/age head on real faces (UTKFace labels)
     mixing_prob: float = 0.5  # generated training faces use style mixing this often (covers W+)
     mixed_precision: str = "auto"  # "auto", "bf16", "fp16" or "off"
     seed: int = 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Face", "AlignedFace", "FaceOutcome", "PhotoReport"]
+__all__ = ["Face", "AlignedFace", "Latent", "FaceOutcome", "PhotoReport"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,15 @@ class AlignedFace:
     @property
     def size(self) -> int:
         return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class Latent:
+    """A face projected into a generator's latent space."""
+
+    ws: np.ndarray  # [num_ws, w_dim] float32, W+ code
+    method: str  # "encoder" (one forward pass) or "refined" (encoder + optimisation steps)
+    steps: int = 0  # optimisation steps run after the encoder
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,37 @@ def test_bf16_step_runs(tiny_data, tmp_path):
     stats = train(_cfg(tiny_data, total_kimg=0.008, snapshot_kimg=0.008, mixed_precision="bf16"),
                   device=torch.device("cpu"), run_dir=tmp_path / "bf16")
     assert np.isfinite(stats[-1].g_loss)
+
+
+def test_prepare_faces_round_trip(tmp_path, astronaut, astronaut_face, face_detector):
+    """A faces-train folder built from the astronaut photo: prepared crops equal what align_face gives (layout
+    [N, 3, R, R] really stored as such), labels kept, images without a face dropped and counted."""
+    import csv
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from deid.align import align_face
+    from deid.train.data import prepare_faces
+
+    crop = astronaut[20:260, 110:350]  # a 240 px portrait around the face
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, "PNG")
+    blank = io.BytesIO()
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank, "PNG")
+    with zipfile.ZipFile(tmp_path / "utkface-00.zip", "w") as z:
+        z.writestr("40_1_0_x.jpg.chip.jpg", buf.getvalue())
+        z.writestr("1_0_0_blank.jpg.chip.jpg", blank.getvalue())
+    with open(tmp_path / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "shard", "age", "gender", "race", "source_repo", "source_path", "md5"])
+        w.writerow(["40_1_0_x.jpg.chip.jpg", "utkface-00.zip", 40, 1, 0, "", "", ""])
+        w.writerow(["1_0_0_blank.jpg.chip.jpg", "utkface-00.zip", 1, 0, 0, "", "", ""])
+    stats = prepare_faces(tmp_path, tmp_path / "p.safetensors", detector=face_detector, resolution=64)
+    assert (stats.seen, stats.kept, stats.no_face) == (2, 1, 1)
+    ds = FaceDataset(tmp_path / "p.safetensors", 64)
+    faces = face_detector(crop)
+    expected = align_face(crop, faces[0], 64, "deid").image.transpose(2, 0, 1)
+    assert np.array_equal(ds.images[0].numpy(), expected)
+    assert int(ds.age[0]) == 40 and int(ds.female[0]) == 1

@@ -35,10 +35,12 @@ def _register() -> None:
     from .eval import eval_group
     from .faces import faces
     from .generate import generate
+    from .invert import invert
     from .photo import photo
+    from .serve import serve
     from .train import data, train
 
-    for cmd in (convert, eval_group, faces, generate, photo, data, train):
+    for cmd in (convert, eval_group, faces, generate, invert, photo, serve, data, train):
         main.add_command(cmd)
 
 

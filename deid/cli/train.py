@@ -118,22 +118,84 @@ def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, 
 @click.option("--bundle", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a resume bundle (G, D, G_ema in fp16) for --warm-start.")
 @click.option("--fid", type=float, default=None, help="FID to record in the model's JSON.")
+@click.option("--disc", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the discriminator (fp16), the feature network of encoder training and refinement.")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a sample grid PNG (rows: male/female, columns: age 5 to 75).")
-def export(run_dir: Path, out: Path, bundle: Path | None, fid: float | None, grid: Path | None) -> None:
+def export(run_dir: Path, out: Path, bundle: Path | None, fid: float | None, disc: Path | None, grid: Path | None) -> None:
     """Export a run's EMA generator (fp16) for shipping.
 
     \b
     Example:
         deid train export runs/g64 -o models/deid64.safetensors --bundle models/training/deid64-resume.safetensors
     """
-    from ..train.export import export_generator, export_resume_bundle
+    from ..train.export import export_discriminator, export_generator, export_resume_bundle
 
     G = export_generator(run_dir, out, info={} if fid is None else {"fid": fid})
     if bundle is not None:
         export_resume_bundle(run_dir, bundle)
+    if disc is not None:
+        export_discriminator(run_dir, disc)
     if grid is not None:
         from ..train.loop import label_sweep_grid
 
         label_sweep_grid(G, grid)
     click.echo(f"{out}: {G.img_resolution} px generator, {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M parameters")
+
+
+@train.command("encoder")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Prepared data (deid data prepare).")
+@click.option("--generator", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Generator to invert (default: the shipped models/deid64.safetensors).")
+@click.option("--disc", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Its discriminator, for the feature loss (default: models/deid64-disc.safetensors).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--kimg", default=500.0, show_default=True, help="Stop after this many thousand real images.")
+@click.option("--batch", default=8, show_default=True, help="Real images per step (plus as many generated).")
+@click.option("--lr", default=0.0005, show_default=True)
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-resume", is_flag=True)
+@click.option("--device", default="auto", show_default=True)
+def train_encoder_cmd(data_path, generator, disc, run_dir, kimg, batch, lr, threads, precision, seed, no_resume,
+                      device) -> None:
+    """Train (or resume) the inversion encoder for a generator.
+
+    \b
+    Example:
+        deid train encoder --data cache/utkface-deid128.safetensors --run-dir runs/enc64 --threads 1
+    """
+    from ..config import EncoderTrainConfig
+    from ..device import resolve_device
+    from ..io.weights import default_model_path
+    from ..train.encoder import train_encoder
+
+    cfg = EncoderTrainConfig(data=str(data_path), generator=str(generator or default_model_path("deid64.safetensors")),
+                             discriminator=str(disc or default_model_path("deid64-disc.safetensors")),
+                             batch=batch, total_kimg=kimg, lr=lr, threads=threads, mixed_precision=precision, seed=seed)
+    bar = tqdm(total=int(kimg * 1000), unit="img", desc="encoder", dynamic_ncols=True, unit_scale=True)
+    stats = train_encoder(cfg, device=resolve_device(device), run_dir=run_dir, resume=not no_resume,
+                          progress=lambda cur, total, rate: bar.update(cur - bar.n))
+    bar.close()
+    for s in stats[-3:]:
+        click.echo(f"{s.kimg:8.1f} kimg  latent {s.latent:.4f}  pixel {s.pixel:.4f}  feature {s.feature:.4f}  "
+                   f"{s.img_per_s:.1f} img/s")
+
+
+@train.command("export-encoder")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def export_encoder_cmd(run_dir: Path, out: Path) -> None:
+    """Export a run's encoder (fp16 safetensors + JSON tying it to its generator)."""
+    from ..config import EncoderConfig, config_from_dict
+    from ..invert import save_encoder
+    from ..nets.encoder import Encoder
+    from ..train.checkpoint import load_checkpoint, unprefixed
+
+    tensors, _, state = load_checkpoint(run_dir / "checkpoint")
+    E = Encoder(config_from_dict(EncoderConfig, state["encoder"]))
+    E.load_state_dict(unprefixed(tensors, "E"), strict=True)
+    save_encoder(E, out, info={"kimg": state["cur_nimg"] / 1000, "train_config": state["config"]})
+    click.echo(f"{out}: encoder for generator sha256 {E.cfg.generator_sha256[:12]}…")

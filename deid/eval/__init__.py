@@ -12,8 +12,8 @@ Example:
 
 from .attributes import AttributeJudge, Attributes
 from .detection import IndependentDetector, box_iou, redetect_rate, redetected
-from .fid import (FEATURE_DIM, FolderFeatures, InceptionFeatures, dataset_stats, feature_stats, fid, fid_against_stats,
-                  fid_from_stats, generated_features, image_folder_features, kid, training_fid)
+from .fid import (FEATURE_DIM, DatasetStats, FolderFeatures, InceptionFeatures, dataset_stats, feature_stats, fid,
+                  fid_against_stats, fid_from_stats, generated_features, image_folder_features, kid, training_fid)
 from .identity import EMBEDDING_DIM, SAME_PERSON_THRESHOLD, IdentityJudge
 from .report import (LEAK_LEVEL, AnonymizationReport, FaceRow, Judges, Summary, evaluate_anonymization, format_table,
                      pair_files)
@@ -21,8 +21,8 @@ from .report import (LEAK_LEVEL, AnonymizationReport, FaceRow, Judges, Summary, 
 __all__ = [
     "AttributeJudge", "Attributes",
     "IndependentDetector", "box_iou", "redetect_rate", "redetected",
-    "FEATURE_DIM", "FolderFeatures", "InceptionFeatures", "dataset_stats", "feature_stats", "fid", "fid_against_stats",
-    "fid_from_stats", "generated_features", "image_folder_features", "kid", "training_fid",
+    "FEATURE_DIM", "DatasetStats", "FolderFeatures", "InceptionFeatures", "dataset_stats", "feature_stats", "fid",
+    "fid_against_stats", "fid_from_stats", "generated_features", "image_folder_features", "kid", "training_fid",
     "EMBEDDING_DIM", "SAME_PERSON_THRESHOLD", "IdentityJudge",
     "LEAK_LEVEL", "AnonymizationReport", "FaceRow", "Judges", "Summary", "evaluate_anonymization", "format_table",
     "pair_files",

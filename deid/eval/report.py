@@ -285,6 +285,7 @@ def format_table(reports: Mapping[str, AnonymizationReport]) -> str:
     widths = [max(len(r[i]) for r in [head] + lines) for i in range(len(head))]
 
     def fmt_row(cells: list[str]) -> str:  # method name left-aligned, numbers right-aligned
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(padded)
 
     return "\n".join([fmt_row(head), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in lines])

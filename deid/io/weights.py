@@ -18,18 +18,24 @@ from ..config import GeneratorConfig, config_from_dict
 from ..errors import ConfigError, ModelError
 from ..nets.generator import Generator
 
-__all__ = ["save_generator", "load_generator", "read_model_info", "default_generator_path", "atomic_save_file"]
+__all__ = ["save_generator", "load_generator", "read_model_info", "default_generator_path", "default_model_path",
+           "atomic_save_file"]
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
+def default_model_path(name: str = "deid64.safetensors") -> Path:
+    """A shipped model file in ``models/`` (the generator ``deid64.safetensors``, its encoder
+    ``deid64-encoder.safetensors``, its discriminator ``deid64-disc.safetensors``)."""
+    p = MODELS_DIR / name
+    if not p.is_file():
+        raise ModelError(f"the shipped model models/{name} is missing from this install")
+    return p
+
+
 def default_generator_path() -> Path:
-    """The shipped default generator (``models/deid64.safetensors``). Packaged installs carry it in ``deid/models``."""
-    for base in (Path(__file__).resolve().parents[1] / "models", MODELS_DIR):
-        p = base / "deid64.safetensors"
-        if p.is_file():
-            return p
-    raise ModelError("the default generator models/deid64.safetensors is missing from this install")
+    """The shipped default generator (``models/deid64.safetensors``)."""
+    return default_model_path("deid64.safetensors")
 
 
 def _json_path(path: Path) -> Path:

@@ -4,7 +4,8 @@ A residual trunk (the discriminator's blocks) turns the crop into a pyramid of f
 w from the 4x4 features; each W+ row then gets an offset predicted from the pyramid level that matches its layer
 group (coarse rows from 4x4, middle rows from 8-16 px, fine rows from the highest levels). The output is
 ``w_avg + base + offset_i``. Keeping the offsets small (``offset_penalty``) keeps codes near W, where style swaps
-behave.
+behave. An attribute head on the same 4x4 features estimates gender and age (trained on the UTKFace labels), so
+the swap can keep them without asking the independent judges that measure it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .checks import assert_shape
 from .discriminator import DiscriminatorBlock
 from .layers import FullyConnectedLayer
 
-__all__ = ["Encoder", "offset_penalty"]
+__all__ = ["Encoder", "offset_penalty", "attribute_loss"]
 
 
 class _Head(nn.Module):
@@ -36,11 +37,12 @@ class _Head(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Face crop ``[N, C, R, R]`` in [-1, 1] -> (W+ ``[N, num_ws, w_dim]``, offsets ``[N, num_ws, w_dim]``).
+    """Face crop ``[N, C, R, R]`` in [-1, 1] -> W+ ``[N, num_ws, w_dim]``, offsets ``[N, num_ws, w_dim]`` and
+    attributes ``[N, 2]`` (female logit, age code of ``deid.labels.encode_labels``).
 
     Example:
         >>> E = Encoder(EncoderConfig.for_generator(G.cfg))
-        >>> ws, _ = E(crops, w_avg=G.mapping.w_avg)
+        >>> ws, _, attrs = E(crops, w_avg=G.mapping.w_avg)
     """
 
     def __init__(self, cfg: EncoderConfig):
@@ -53,6 +55,7 @@ class Encoder(nn.Module):
         ch4 = cfg.channels(4)
         self.base = nn.Sequential(FullyConnectedLayer(ch4 * 16, cfg.w_dim * 2, activation="lrelu"),
                                   FullyConnectedLayer(cfg.w_dim * 2, cfg.w_dim))
+        self.attr = nn.Sequential(FullyConnectedLayer(ch4 * 16, 128, activation="lrelu"), FullyConnectedLayer(128, 2))
         # pyramid levels after each block: resolutions R/2 ... 4; row i of W+ reads level _level(i)
         self.level_res = [r // 2 for r in self.block_resolutions]
         self.heads = nn.ModuleList(
@@ -64,21 +67,31 @@ class Encoder(nn.Module):
         target = max(min(layer_res, self.level_res[0]), 4)
         return self.level_res.index(target)
 
-    def forward(self, img: torch.Tensor, w_avg: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, img: torch.Tensor, w_avg: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         assert_shape(img, [None, cfg.img_channels, cfg.img_resolution, cfg.img_resolution], "img")
         feats, x = [], None
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x, img)
             feats.append(x)
-        base = self.base(x.flatten(1).float())  # [N, w_dim]
+        flat = x.flatten(1).float()  # [N, ch4 * 16]
+        base = self.base(flat)  # [N, w_dim]
         offsets = torch.stack([head(feats[self._level(i)]) for i, head in enumerate(self.heads)], dim=1)
         ws = base.unsqueeze(1) + offsets
         if w_avg is not None:
             ws = ws + w_avg.to(ws.dtype)
-        return ws, offsets
+        return ws, offsets, self.attr(flat)
 
 
 def offset_penalty(offsets: torch.Tensor) -> torch.Tensor:
     """e4e-style regulariser: mean squared distance of each W+ row from the mean row (0 when the code is in W)."""
     return (offsets - offsets.mean(dim=1, keepdim=True)).square().sum(dim=2).mean()
+
+
+def attribute_loss(pred: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Gender cross-entropy plus 4x the L1 error of the age code (1 year at 30 ~ 0.007 in code units). ``[N]``."""
+    import torch.nn.functional as F
+
+    gender = F.binary_cross_entropy_with_logits(pred[:, 0].float(), c[:, 0].float(), reduction="none")
+    return gender + 4 * (pred[:, 1].float() - c[:, 1].float()).abs()

@@ -26,6 +26,7 @@ import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -44,9 +45,9 @@ CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Encoder settings: the same as deid.io.images.write_image uses for a plain RGB file of that format, so that a PNG from
 # the API and one from ``deid generate`` are the same bytes. None of them writes a timestamp.
 _ENCODE = {
-    "png": ("PNG", dict(compress_level=6)),
-    "jpeg": ("JPEG", dict(quality=95, subsampling=2, optimize=True)),  # subsampling 2 = 4:2:0
-    "webp": ("WEBP", dict(quality=95, method=4)),
+    "png": ("PNG", {"compress_level": 6}),
+    "jpeg": ("JPEG", {"quality": 95, "subsampling": 2, "optimize": True}),  # subsampling 2 = 4:2:0
+    "webp": ("WEBP", {"quality": 95, "method": 4}),
 }
 
 
@@ -194,6 +195,7 @@ class Batcher:
         self.batches = 0  # forward passes run so far
         self.largest_batch = 0  # most requests in one pass so far
         self.completed = 0  # requests answered so far (including per-request errors)
+        self.running = 0  # requests in the forward pass running now
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deid-generator")
         self._task: asyncio.Task | None = None
@@ -249,10 +251,12 @@ class Batcher:
             if not items:
                 continue
             jobs = [p.job for p in items]
+            self.running = len(items)
             try:
                 results = await loop.run_in_executor(
-                    self._executor, lambda: run_jobs(self.G, jobs, batch=self.max_batch, device=self.device))
+                    self._executor, partial(run_jobs, self.G, jobs, batch=self.max_batch, device=self.device))
             except asyncio.CancelledError:
+                self.running = 0
                 for p in items:
                     if not p.future.done():
                         p.future.set_exception(QueueFullError("the server is shutting down"))
@@ -260,6 +264,7 @@ class Batcher:
             except Exception as exc:  # a failed forward pass fails its requests, never the worker
                 log.exception("generator batch of %d failed", len(items))
                 results = [exc] * len(items)
+            self.running = 0
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(items))
             self.completed += len(items)

@@ -119,7 +119,8 @@ class ImageStore:
                        data=None if path is not None else bytes(data), path=path)
         with self._lock:
             self._expire(entry.created)
-            while self._entries and (len(self._entries) >= self.max_items or self._nbytes + entry.size > self.max_bytes):
+            while self._entries and (len(self._entries) >= self.max_items
+                                     or self._nbytes + entry.size > self.max_bytes):
                 self._drop(next(iter(self._entries)))
             self._entries[image_id] = entry
             self._nbytes += entry.size

@@ -104,7 +104,8 @@ def prepare_faces(
     for z in shards.values():
         z.close()
     tensors = {
-        "images": np.stack(imgs) if imgs else np.zeros((0, 3, resolution, resolution), np.uint8),
+        # contiguous: safetensors writes the raw buffer and ignores strides
+        "images": np.ascontiguousarray(np.stack(imgs)) if imgs else np.zeros((0, 3, resolution, resolution), np.uint8),
         "age": np.asarray(ages, np.int16), "female": np.asarray(female, np.uint8),
         "race": np.asarray(race, np.int8), "shard": np.asarray(shard_idx, np.int8),
     }

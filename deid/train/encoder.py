@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..config import DiscriminatorConfig, EncoderConfig, EncoderTrainConfig, config_from_dict
+from ..config import DiscriminatorConfig, EncoderConfig, EncoderTrainConfig
 from ..errors import DeidError, ModelError
 from ..io.weights import load_generator
 from ..nets.discriminator import Discriminator
-from ..nets.encoder import Encoder, offset_penalty
+from ..nets.encoder import Encoder, attribute_loss, offset_penalty
 from ..nets.generator import Generator
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .data import FaceDataset
 from .loop import autocast_for
 
@@ -44,6 +44,7 @@ class EncoderStats:
     latent: float  # mean latent loss since the last snapshot
     pixel: float  # mean L1 reconstruction loss (real faces)
     feature: float  # mean feature loss (real faces)
+    attribute: float  # mean attribute loss (real faces: gender cross-entropy + age-code error)
     img_per_s: float  # real images per second
 
 
@@ -58,7 +59,7 @@ def file_sha256(path: str | Path) -> str:
 def load_discriminator(path: str | Path, G: Generator, *, device: torch.device | str = "cpu") -> Discriminator:
     """The discriminator of ``G``'s training run: from a resume bundle / checkpoint (``D.*`` keys) or a bare file."""
     tensors = load_file(str(path))
-    sd = {k[2:]: v.float() for k, v in tensors.items() if k.startswith("D.")} or {k: v.float() for k, v in tensors.items()}
+    sd = {k: v.float() for k, v in (unprefixed(tensors, "D") or tensors).items()}
     D = Discriminator(DiscriminatorConfig.for_generator(G.cfg))
     try:
         D.load_state_dict(sd, strict=True)
@@ -114,38 +115,39 @@ class EncoderTrainer:
 
     def step(self) -> dict[str, float]:
         cfg, B = self.cfg, self.cfg.batch
-        real, _ = self.data.sample(B, self.gen, mirror=True)
-        real = real.to(self.device)
+        real, c_real = self.data.sample(B, self.gen, mirror=True)
+        real, c_real = real.to(self.device), c_real.to(self.device)
         fake, ws_true = self._generated(B)
         x = torch.cat([real, fake])
         with self.autocast:
-            ws, offsets = self.E(x, w_avg=self.G.mapping.w_avg)
+            ws, offsets, attrs = self.E(x, w_avg=self.G.mapping.w_avg)
             recon = self.G.synthesis(ws, noise_mode="const")
             pix = (recon - x).abs().mean(dim=[1, 2, 3])
             feat = feature_distance(self.D, recon, x)
             lat = (ws[B:].float() - ws_true).square().mean()
             reg = offset_penalty(offsets.float())
+            attr = attribute_loss(attrs[:B], c_real).mean()
             loss = (cfg.pixel_weight * pix.mean() + cfg.feature_weight * feat.mean() + cfg.latent_weight * lat
-                    + cfg.offset_weight * reg)
+                    + cfg.offset_weight * reg + cfg.attribute_weight * attr)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.cur_nimg += B
         self.step_idx += 1
         return {"latent": float(lat.detach()), "pixel": float(pix[:B].mean().detach()),
-                "feature": float(feat[:B].mean().detach())}
+                "feature": float(feat[:B].mean().detach()), "attribute": float(attr.detach())}
 
     def save(self, run_dir: Path) -> None:
         optim = {"opt": self.opt.state_dict(), "rng": {"torch": torch.get_rng_state(), "data": self.gen.get_state()}}
         state = {"cur_nimg": self.cur_nimg, "step": self.step_idx, "encoder": dataclasses.asdict(self.E.cfg),
                  "config": {k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "encoder"}}
-        save_checkpoint(run_dir, {f"E.{k}": v for k, v in self.E.state_dict().items()}, optim, state)
+        save_checkpoint(run_dir, prefixed(E=self.E), optim, state)
 
     def load(self, ckpt: Path) -> None:
         tensors, optim, state = load_checkpoint(ckpt)
         if state["encoder"]["generator_sha256"] != self.E.cfg.generator_sha256:
             raise DeidError(f"{ckpt}: this run was trained for another generator; use a new run folder")
-        self.E.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("E.")}, strict=True)
+        self.E.load_state_dict(unprefixed(tensors, "E"), strict=True)
         self.opt.load_state_dict(optim["opt"])
         torch.set_rng_state(optim["rng"]["torch"])
         self.gen.set_state(optim["rng"]["data"])
@@ -176,7 +178,7 @@ def train_encoder(
     stop_at = total if stop_after_kimg is None else min(total, tr.cur_nimg + int(stop_after_kimg * 1000))
     snap = int(cfg.snapshot_kimg * 1000)
     next_snap = (tr.cur_nimg // snap + 1) * snap
-    sums, n, t0, n0 = {"latent": 0.0, "pixel": 0.0, "feature": 0.0}, 0, time.time(), tr.cur_nimg
+    sums, n, t0, n0 = {"latent": 0.0, "pixel": 0.0, "feature": 0.0, "attribute": 0.0}, 0, time.time(), tr.cur_nimg
     out = []
     while tr.cur_nimg < stop_at:
         losses = tr.step()
@@ -197,6 +199,3 @@ def train_encoder(
             sums, n = {k: 0.0 for k in sums}, 0
     return out
 
-
-def encoder_config_from_state(state: dict) -> EncoderConfig:
-    return config_from_dict(EncoderConfig, state["encoder"])

@@ -13,7 +13,7 @@ from ..errors import DeidError
 from ..io.weights import atomic_save_file, save_generator
 from ..nets.generator import Generator
 
-__all__ = ["export_generator", "export_resume_bundle"]
+__all__ = ["export_generator", "export_resume_bundle", "export_discriminator"]
 
 
 def _checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -43,3 +43,10 @@ def export_resume_bundle(run_dir: str | Path, out_path: str | Path) -> None:
     doc = {"cur_nimg": state["cur_nimg"], "step": state["step"], "config": state["config"],
            "best_fid": state.get("best_fid")}
     out_path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def export_discriminator(run_dir: str | Path, out_path: str | Path) -> None:
+    """The run's discriminator in fp16 (keys ``D.*``): the feature network for encoder training and refinement."""
+    nets, _ = _checkpoint(Path(run_dir))
+    atomic_save_file({k: v.half() if v.is_floating_point() else v for k, v in nets.items() if k.startswith("D.")},
+                     Path(out_path))
