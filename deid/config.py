@@ -181,23 +181,6 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
-class PhotoConfig:
-    """Photo anonymisation (``deid photo``)."""
-
-    mode: str = "blur"  # how faces are anonymised: "blur", "pixelate" or "solid"
-    only: tuple[int, ...] = ()  # 1-based face numbers (as ``deid faces`` prints them) to anonymise; () = all
-    skip: tuple[int, ...] = ()  # 1-based face numbers to leave as they are
-    obscure_scale: float = 1.3  # obscured ellipse = detection box enlarged by this factor
-    detect: DetectConfig = field(default_factory=DetectConfig)  # detection settings
-
-    def __post_init__(self):
-        _check(self.mode in ("blur", "pixelate", "solid"), f"mode must be blur, pixelate or solid, got {self.mode!r}")
-        _check(all(i >= 1 for i in self.only + self.skip), "face numbers start at 1")
-        _check(not (set(self.only) & set(self.skip)), "a face number cannot be in both --only and --skip")
-        _check(1.0 <= self.obscure_scale <= 3.0, "obscure_scale must be in [1, 3]")
-
-
-@dataclass(frozen=True)
 class EncoderConfig:
     """Encoder from an aligned face to W+ (e4e style: one base w plus per-layer offsets)."""
 
@@ -280,3 +263,60 @@ class EncoderTrainConfig:
         _check(self.batch >= 1, "batch must be >= 1")
         _check(self.total_kimg > 0 and self.lr > 0, "total_kimg and lr must be positive")
         _check(self.mixed_precision in ("auto", "bf16", "fp16", "off"), "mixed_precision: auto, bf16, fp16 or off")
+
+
+@dataclass(frozen=True)
+class SwapConfig:
+    """Identity swap in W+ with an identity guard that fails closed."""
+
+    keep_layers: str = "coarse,fine"  # W+ rows kept from the original: "A-B,C" or group names coarse/middle/fine
+    psi: float = 0.7  # truncation of the new identity toward the centre of its age/gender
+    seed: int = 0  # base seed of new identities; the face itself also enters, so each face gets its own
+    key: str | None = None  # secret: new identity = keyed function of the face's identity embedding; None = off
+    threshold: float = 0.6  # identity guard: anonymised face must be at least this far (dlib distance)
+    max_tries: int = 4  # new identities tried before falling back
+    fallback: str = "pixelate"  # what a face that cannot be swapped convincingly gets: blur, pixelate or solid
+
+    def __post_init__(self):
+        _check(0.0 <= self.psi <= 1.0, "psi must be in [0, 1]")
+        _check(self.threshold > 0, "threshold must be positive")
+        _check(self.max_tries >= 1, "max_tries must be >= 1")
+        _check(self.fallback in ("blur", "pixelate", "solid"), "fallback must be blur, pixelate or solid")
+        _check(self.key is None or len(self.key) >= 8, "key must be at least 8 characters")
+
+    def kept_rows(self, num_ws: int) -> tuple[int, ...]:
+        """The W+ row indices of ``keep_layers`` (``"A-B,C"``, group names, or ``""`` for none), validated."""
+        from .nets.generator import layer_groups
+
+        groups = layer_groups(num_ws)
+        rows: list[int] = []
+        for part in filter(None, self.keep_layers.replace(" ", "").lower().split(",")):
+            if part in groups:
+                rows.extend(groups[part])
+                continue
+            try:
+                a, b = (int(v) for v in part.split("-", 1)) if "-" in part else (int(part), int(part))
+            except ValueError as exc:
+                raise ConfigError(f"keep_layers {self.keep_layers!r}: use rows like 0-3,8-9") from exc
+            _check(0 <= a <= b < num_ws, f"keep_layers {part!r} outside 0-{num_ws - 1}")
+            rows.extend(range(a, b + 1))
+        return tuple(sorted(set(rows)))
+
+
+@dataclass(frozen=True)
+class PhotoConfig:
+    """Photo anonymisation (``deid photo``)."""
+
+    mode: str = "swap"  # how faces are anonymised: "swap" (synthetic person), "blur", "pixelate" or "solid"
+    only: tuple[int, ...] = ()  # 1-based face numbers (as ``deid faces`` prints them) to anonymise; () = all
+    skip: tuple[int, ...] = ()  # 1-based face numbers to leave as they are
+    obscure_scale: float = 1.3  # obscured ellipse = detection box enlarged by this factor
+    detect: DetectConfig = field(default_factory=DetectConfig)  # detection settings
+    swap: SwapConfig = field(default_factory=SwapConfig)  # identity swap settings (mode "swap")
+
+    def __post_init__(self):
+        _check(self.mode in ("swap", "blur", "pixelate", "solid"),
+               f"mode must be swap, blur, pixelate or solid, got {self.mode!r}")
+        _check(all(i >= 1 for i in self.only + self.skip), "face numbers start at 1")
+        _check(not (set(self.only) & set(self.skip)), "a face number cannot be in both --only and --skip")
+        _check(1.0 <= self.obscure_scale <= 3.0, "obscure_scale must be in [1, 3]")

@@ -15,27 +15,52 @@ from .config import PhotoConfig
 from .detect import FaceDetector, detect_faces
 from .io.images import check_output_path, read_image, write_image
 from .obscure import obscure_face
+from .swap import SwapModels, swap_face
 from .types import Face, FaceOutcome, PhotoReport
 
 __all__ = ["anonymize_faces", "anonymize_photo", "preview_sheet", "plan_outputs"]
 
 
-def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig) -> tuple[np.ndarray, list[FaceOutcome]]:
+def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig,
+                    models: SwapModels | None = None) -> tuple[np.ndarray, list[FaceOutcome]]:
     """Anonymise the selected ``faces`` of ``pixels`` (``[H, W, 3]`` uint8 RGB); the input array is not modified.
 
-    Returns the new image and one ``FaceOutcome`` per face, in number order.
+    Args:
+        pixels: the photo.
+        faces: its detections, largest first (``detect_faces``).
+        config: mode, selection and swap settings.
+        models: loaded swap models; required for mode "swap".
+
+    Returns:
+        The new image and one ``FaceOutcome`` per face, in number order.
     """
+    if config.mode == "swap" and models is None:
+        raise ValueError("mode 'swap' needs SwapModels (deid.swap.load_swap_models)")
     out = pixels
-    outcomes = []
-    for i, face in enumerate(faces, start=1):
-        selected = (not config.only or i in config.only) and i not in config.skip
-        if selected:
+    # small faces first: a large face's blend must not be undone by a later paste of a small one beside it
+    order = sorted(range(len(faces)), key=lambda i: faces[i].size)
+    results: dict[int, FaceOutcome] = {}
+    for i in order:
+        face, number = faces[i], i + 1
+        t0 = time.perf_counter()
+        selected = (not config.only or number in config.only) and number not in config.skip
+        swap = None
+        if not selected:
+            method = "kept"
+        elif config.mode == "swap":
+            out, swap = swap_face(out, face, models, config.swap)
+            method = swap.method
+        else:
             out = obscure_face(out, face, config.mode, scale=config.obscure_scale)
-        outcomes.append(FaceOutcome(index=i, face=face, method=config.mode if selected else "kept"))
+            method = config.mode
+        results[i] = FaceOutcome(index=number, face=face, method=method, swap=swap,
+                                 time_ms=(time.perf_counter() - t0) * 1000)
+    outcomes = [results[i] for i in range(len(faces))]
     return (out if out is not pixels else pixels.copy()), outcomes
 
 
-def anonymize_photo(src: str | Path, dst: str | Path, *, detector: FaceDetector, config: PhotoConfig) -> tuple[PhotoReport, np.ndarray, np.ndarray]:
+def anonymize_photo(src: str | Path, dst: str | Path, *, detector: FaceDetector, config: PhotoConfig,
+                    models: SwapModels | None = None) -> tuple[PhotoReport, np.ndarray, np.ndarray]:
     """Anonymise the photo ``src`` into ``dst`` (same size and format; metadata dropped, ICC kept).
 
     Returns:
@@ -53,7 +78,7 @@ def anonymize_photo(src: str | Path, dst: str | Path, *, detector: FaceDetector,
     faces = detect_faces(img.pixels, detector)
     t["detect"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result, outcomes = anonymize_faces(img.pixels, faces, config)
+    result, outcomes = anonymize_faces(img.pixels, faces, config, models)
     t["anonymize"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     write_image(result, dst, like=img)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Face", "AlignedFace", "Latent", "FaceOutcome", "PhotoReport"]
+__all__ = ["Face", "AlignedFace", "Latent", "SwapResult", "FaceOutcome", "PhotoReport"]
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,36 @@ class Latent:
 
 
 @dataclass(frozen=True)
+class SwapResult:
+    """What the identity swap did to one face."""
+
+    method: str  # "swap", or the fallback mode ("blur", "pixelate", "solid") when the guard rejected every try
+    tries: int  # new identities tried
+    distance: float  # identity distance original <-> result (dlib descriptor, larger = less alike; 0.6 = same person)
+    female: float  # estimated probability that the person is female (encoder head); the new face keeps it
+    age: float  # estimated age in years (encoder head); the new face keeps it
+    seed: int  # seed of the accepted identity; -1 when the face fell back
+
+    def to_dict(self) -> dict:
+        return {"tries": self.tries, "identity_distance": round(self.distance, 4), "female": round(self.female, 3),
+                "age": round(self.age, 1), "seed": self.seed}
+
+
+@dataclass(frozen=True)
 class FaceOutcome:
     """What happened to one face of a photo."""
 
     index: int  # 1-based number, largest face first (the numbering of ``deid faces``)
     face: Face  # the detection
-    method: str  # "blur", "pixelate", "solid", or "kept" (excluded by --only/--skip)
+    method: str  # "swap", "blur", "pixelate", "solid", or "kept" (excluded by --only/--skip)
+    swap: SwapResult | None = None  # details when the swap ran (also when it fell back); None otherwise
+    time_ms: float = 0.0  # time spent on this face
 
     def to_dict(self) -> dict:
-        return {"id": self.index, "method": self.method, **self.face.to_dict()}
+        d = {"id": self.index, "method": self.method, **self.face.to_dict(), "time_ms": round(self.time_ms, 1)}
+        if self.swap is not None:
+            d["swap"] = self.swap.to_dict()
+        return d
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from deid.align import align_face
 from deid.cli.main import main
 from deid.config import EncoderConfig, GeneratorConfig
 from deid.errors import ModelError
-from deid.generate import synthesize
 from deid.invert import encode, invert_faces, load_encoder, refine, save_encoder
 from deid.io.images import write_image
 from deid.io.weights import save_generator

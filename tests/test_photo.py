@@ -87,7 +87,7 @@ def test_cli_refuses_out_equals_in(scene_720p, tmp_path):
     src = tmp_path / "a.png"
     Image.fromarray(scene_720p.image).save(src)
     before = src.read_bytes()
-    r = CliRunner().invoke(main, ["photo", str(src), "-o", str(src), "--device", "cpu"])
+    r = CliRunner().invoke(main, ["photo", str(src), "-o", str(src), "--mode", "blur", "--device", "cpu"])
     assert r.exit_code != 0 and "overwrite" in r.output
     assert src.read_bytes() == before
 
@@ -99,7 +99,7 @@ def test_cli_batch_goes_on_after_bad_files(scene_720p, tmp_path):
     (d / "empty.jpg").write_bytes(b"")
     (d / "notes.jpg").write_text("not an image")
     out = tmp_path / "out"
-    r = CliRunner().invoke(main, ["photo", str(d), "-o", str(out), "--device", "cpu"])
+    r = CliRunner().invoke(main, ["photo", str(d), "-o", str(out), "--mode", "blur", "--device", "cpu"])
     assert r.exit_code == 1
     assert (out / "sub" / "ok.png").is_file()
     lines = [l for l in r.output.splitlines() if l.startswith("error:")]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import click
 
-from ..config import DetectConfig, PhotoConfig
+from ..config import DetectConfig, PhotoConfig, SwapConfig
 from ..errors import ConfigError, DeidError
 
 
@@ -22,23 +23,34 @@ def _numbers(text: str) -> tuple[int, ...]:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Output file (one input photo) or folder (several photos or a folder).")
-@click.option("--mode", type=click.Choice(["blur", "pixelate", "solid"]), default="blur", show_default=True,
-              help="How faces are anonymised.")
+@click.option("--mode", type=click.Choice(["swap", "blur", "pixelate", "solid"]), default="swap", show_default=True,
+              help="swap: a synthetic person of the same age and gender; blur/pixelate/solid: obscure the face.")
 @click.option("--only", default="", help="Anonymise only these faces, e.g. 1,3 (numbers of `deid faces`).")
 @click.option("--skip", default="", help="Leave these faces as they are, e.g. 2.")
 @click.option("--min-face", default=16, show_default=True, help="Smallest face to find, in pixels.")
-@click.option("--threshold", default=0.9, show_default=True, help="Minimum detection score.")
+@click.option("--det-threshold", default=0.9, show_default=True, help="Minimum detection score.")
+@click.option("--threshold", default=0.6, show_default=True,
+              help="Identity guard: a swapped face must be at least this far from the original (dlib distance; "
+                   "0.6 = same person); otherwise another identity is tried, then the face is pixelated.")
+@click.option("--seed", default=0, show_default=True, help="Base seed of the new identities.")
+@click.option("--key", default=None, help="Secret: the same person gets the same synthetic person across photos.")
+@click.option("--psi", default=0.7, show_default=True, help="Truncation of new identities (lower = more typical).")
+@click.option("--generator", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Generator (default: shipped models/deid64.safetensors).")
+@click.option("--encoder", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Its encoder (default: shipped models/deid64-encoder.safetensors).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON report of every photo.")
 @click.option("--preview", type=click.Path(path_type=Path),
               help="Before|after sheet with numbered boxes: a PNG file (one photo) or a folder (several).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def photo(inputs, out, mode, only, skip, min_face, threshold, report, preview, device) -> None:
+def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, seed, key, psi, generator, encoder, report,
+          preview, device) -> None:
     """Anonymise every face in photos. Output keeps each photo's size and format; EXIF (GPS, serials, the
     thumbnail), XMP, IPTC and comments are removed, ICC profiles kept. Inputs are never modified.
 
     \b
     Examples:
-        deid photo samples/group.jpg -o group-anon.jpg --preview sheet.png
+        deid photo samples/group.jpg -o group-anon.jpg --preview sheet.png --report report.json
         deid photo shoot/ -o shoot-anon/ --mode pixelate --report report.json
         deid photo press.jpg -o press-anon.jpg --skip 2
     """
@@ -46,26 +58,31 @@ def photo(inputs, out, mode, only, skip, min_face, threshold, report, preview, d
     from ..device import resolve_device
     from ..io.images import write_image
     from ..photo import anonymize_photo, plan_outputs, preview_sheet
+    from ..swap import load_swap_models
 
     cfg = PhotoConfig(mode=mode, only=_numbers(only), skip=_numbers(skip),
-                      detect=DetectConfig(min_face=min_face, min_score=threshold))
+                      detect=DetectConfig(min_face=min_face, min_score=det_threshold),
+                      swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold))
     missing = [p for p in inputs if not p.exists()]
     pairs = plan_outputs([p for p in inputs if p.exists()], out)
-    detector = FaceDetector(cfg.detect, device=resolve_device(device))
+    dev = resolve_device(device)
+    detector = FaceDetector(cfg.detect, device=dev)
+    models = load_swap_models(generator, encoder, device=dev) if mode == "swap" else None
     reports, failed = [], len(missing)
     for p in missing:
         click.echo(f"error: {p}: no such file or folder", err=True)
     for src, dst in pairs:
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
-            rep, before, after = anonymize_photo(src, dst, detector=detector, config=cfg)
+            rep, before, after = anonymize_photo(src, dst, detector=detector, config=cfg, models=models)
         except DeidError as exc:
             click.echo(f"error: {exc}", err=True)
             failed += 1
             continue
         reports.append(rep)
-        n = sum(f.method != "kept" for f in rep.faces)
-        click.echo(f"{src} -> {dst}: {len(rep.faces)} face(s), {n} anonymised ({mode})")
+        counts = Counter(f.method for f in rep.faces if f.method != "kept")
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+        click.echo(f"{src} -> {dst}: {len(rep.faces)} face(s); anonymised: {summary}")
         if preview is not None:
             sheet_path = preview if len(pairs) == 1 and preview.suffix else preview / (dst.stem + "-preview.png")
             sheet_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,98 @@
+"""End-to-end photo anonymisation: a 1920x1080 photo with 8 faces, time per stage and peak memory, CPU.
+
+    python benchmarks/photo.py [--mode swap] [--faces 8] [--repeats 3] [--threads 2] [--json out.json]
+
+The photo is built from scikit-image's public-domain astronaut portrait pasted at 40-240 px (as
+``scripts/make_samples.py`` does). Models are loaded once before timing (as ``deid photo`` does for a batch).
+Targets: <= 2 s and <= 2 GB for the photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+import torch
+from PIL import Image
+
+import deid
+from deid.config import PhotoConfig
+from deid.detect import FaceDetector, detect_faces
+from deid.photo import anonymize_photo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from make_samples import backdrop, paste  # noqa: E402
+
+SIZES = [240, 180, 140, 110, 90, 70, 56, 40]
+
+
+def build_photo(n: int, detector: FaceDetector) -> np.ndarray:
+    astro = skimage.data.astronaut()
+    box = detect_faces(astro, detector)[0].box
+    scene = backdrop(1080, 1920)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        x, y = 180 + (i % 4) * 470, 260 + (i // 4) * 520
+        paste(scene, astro, box, (x, y), SIZES[i % len(SIZES)], float(rng.uniform(-12, 12)))
+    return scene
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", default="swap", choices=["swap", "blur", "pixelate", "solid"])
+    ap.add_argument("--faces", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = PhotoConfig(mode=args.mode)
+    detector = FaceDetector(cfg.detect, device="cpu")
+    models = None
+    if args.mode == "swap":
+        from deid.swap import load_swap_models
+
+        models = load_swap_models(device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "photo.jpg"
+        Image.fromarray(build_photo(args.faces, detector)).save(src, quality=92)
+        runs = []
+        for i in range(args.repeats + 1):  # the first run warms up
+            t = time.perf_counter()
+            report, _, _ = anonymize_photo(src, Path(tmp) / f"out{i}.jpg", detector=detector, config=cfg, models=models)
+            total = (time.perf_counter() - t) * 1000
+            if i:
+                runs.append((total, report))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    total = statistics.median(t for t, _ in runs)
+    rep = runs[-1][1]
+    methods = {}
+    for f in rep.faces:
+        methods[f.method] = methods.get(f.method, 0) + 1
+    print(f"1920x1080, {len(rep.faces)} faces found of {args.faces}, mode {args.mode}, threads {torch.get_num_threads()}")
+    print(f"{'stage':12s} {'ms':>8s}")
+    for k, v in rep.timings_ms.items():
+        print(f"{k:12s} {v:8.1f}")
+    print(f"{'total':12s} {total:8.1f}   (median of {args.repeats})")
+    print("per face ms: " + ", ".join(f"{f.index}:{f.time_ms:.0f}" for f in rep.faces))
+    print(f"methods: {methods}   peak RSS {peak_mb:.0f} MB (whole process, models included)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"mode": args.mode, "faces_found": len(rep.faces), "total_ms": total, "stages_ms": rep.timings_ms,
+                       "peak_rss_mb": peak_mb, "methods": methods, "device": platform.processor() or "cpu",
+                       "threads": torch.get_num_threads(), "torch": torch.__version__, "deid": deid.__version__}, fh,
+                      indent=2)
+
+
+if __name__ == "__main__":
+    main()
