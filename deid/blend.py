@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .align import face_mask, paste_back
+from .align import face_mask, warp_to_frame
 
-__all__ = ["match_colour", "blend_face", "BLEND_FEATHER"]
+__all__ = ["match_colour", "blend_face", "grain_sigma", "BLEND_FEATHER"]
 
 BLEND_FEATHER = 0.12  # width of the mask's fade, as a fraction of the crop side
 
@@ -35,15 +35,45 @@ def match_colour(src: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarr
     return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
-def blend_face(frame: np.ndarray, synthetic: np.ndarray, original_crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Colour-match ``synthetic`` to ``original_crop`` and paste it into a copy of ``frame`` through a feathered oval.
+def grain_sigma(img: np.ndarray, weight: np.ndarray) -> float:
+    """Standard deviation of the fine detail (image minus a 1 px Gaussian blur) of ``img`` ``[h, w, 3]``, weighted
+    by ``weight`` ``[h, w]``: the sensor noise and texture level that a pasted face must match."""
+    f = img.astype(np.float32)
+    hp = f - cv2.GaussianBlur(f, (0, 0), 1.0)
+    w = weight[..., None].astype(np.float32)
+    return float(np.sqrt((hp**2 * w).sum() / max(w.sum() * 3, 1e-6)))
+
+
+def blend_face(frame: np.ndarray, synthetic: np.ndarray, original_crop: np.ndarray, matrix: np.ndarray,
+               *, seed: int = 0) -> np.ndarray:
+    """Colour-match ``synthetic`` to ``original_crop``, paste it into a copy of ``frame`` through a feathered oval,
+    and add grain so that the pasted face is not visibly cleaner than the photo around it.
 
     Args:
         frame: ``[H, W, 3]`` uint8 RGB photo.
         synthetic: ``[S, S, 3]`` uint8 RGB generated face, in the aligned crop's coordinates.
         original_crop: ``[S, S, 3]`` uint8 RGB, the aligned crop it replaces.
         matrix: ``[2, 3]`` crop -> frame affine of that crop.
+        seed: seed of the grain (the output is deterministic).
+
+    Returns:
+        A new ``[H, W, 3]`` uint8 frame.
     """
     mask = face_mask(synthetic.shape[0], feather=BLEND_FEATHER, shape="ellipse")
     matched = match_colour(synthetic, original_crop, mask)
-    return paste_back(frame, matched, matrix, mask)
+    both = np.concatenate([matched.astype(np.float32), mask[..., None]], axis=2)
+    warped, (x0, y0, x1, y1) = warp_to_frame(both, matrix, frame.shape[:2])
+    out = frame.copy()
+    if warped.size == 0:
+        return out
+    alpha = warped[..., 3]
+    region = frame[y0:y1, x0:x1]
+    blended = region.astype(np.float32) * (1 - alpha[..., None]) + warped[..., :3] * alpha[..., None]
+    inside = (alpha > 0.5).astype(np.float32)
+    missing = grain_sigma(region, inside) ** 2 - grain_sigma(np.clip(blended, 0, 255), inside) ** 2
+    if missing > 0:
+        # the part of the original's fine detail the (upscaled) synthetic face lacks, as Gaussian grain
+        noise = np.random.default_rng(seed).normal(0, np.sqrt(missing), blended.shape).astype(np.float32)
+        blended += noise * alpha[..., None]
+    out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out

@@ -110,7 +110,7 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
         seed = identity_seed(config, aligned.image, original, attempt)
         img = G.synthesis(swap_ws(G, ws, c, seed, config), noise_mode="const")
         synthetic = to_uint8(img[0])
-        out = blend_face(frame, synthetic, aligned.image, aligned.matrix)
+        out = blend_face(frame, synthetic, aligned.image, aligned.matrix, seed=seed)
         dist = judge.distance(original, judge.embed(out, face.box))
         if dist >= config.threshold:
             return out, SwapResult("swap", attempt + 1, dist, female, float(decode_age(age_code)), seed)
