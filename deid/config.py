@@ -208,7 +208,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """The face-generation HTTP API (``deid serve``): where it listens, which model, and the bounds on its work."""
+    """The HTTP API (``deid serve``): where it listens, which models, and the bounds on its work."""
 
     host: str = "127.0.0.1"  # interface to listen on; "0.0.0.0" = every interface
     port: int = 8000  # TCP port; 0 = any free port
@@ -222,6 +222,13 @@ class ServerConfig:
     store_max_items: int = 1024  # images kept at most; the oldest are evicted first
     store_max_bytes: int = 256 * 1024 * 1024  # encoded bytes kept at most; the oldest are evicted first
     store_ttl_s: float = 600.0  # seconds an image stays fetchable after it was generated
+    # encoder of ``model`` for anonymize mode "swap" (.safetensors + .json, trained for that generator); None = the
+    # shipped models/deid64-encoder.safetensors, and when that is missing the server still starts but refuses "swap"
+    # (503) while serving blur, pixelate and solid. A given encoder that cannot be loaded stops the start-up.
+    encoder: str | None = None
+    max_upload_bytes: int = 20 * 1024 * 1024  # largest anonymize request body (photo + form fields); larger -> 413
+    max_upload_pixels: int = 50_000_000  # largest uploaded photo (width * height, before decoding); larger -> 400
+    max_anonymize_queue: int = 4  # anonymize requests waiting while one runs (one at a time); more get 503
 
     def __post_init__(self):
         _check(0 <= self.port <= 65535, "port must be in 0..65535")
@@ -233,6 +240,9 @@ class ServerConfig:
         # room for the largest image the API makes: 1024x1024 RGB, incompressible PNG (~3.2 MB)
         _check(self.store_max_bytes >= 4 * 1024 * 1024, "store_max_bytes must be >= 4 MiB")
         _check(self.store_ttl_s > 0, "store_ttl_s must be positive")
+        _check(self.max_upload_bytes >= 1024, "max_upload_bytes must be >= 1024")
+        _check(self.max_upload_pixels >= 1, "max_upload_pixels must be >= 1")
+        _check(self.max_anonymize_queue >= 0, "max_anonymize_queue must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,19 @@ numbers a user saw in the preview.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .config import PhotoConfig
 from .detect import FaceDetector, detect_faces
-from .io.images import check_output_path, read_image, write_image
+from .io.images import LoadedImage, check_output_path, decode_image, encode_image, read_image, write_image
 from .obscure import obscure_face
 from .swap import SwapModels, swap_face
 from .types import Face, FaceOutcome, PhotoReport
 
-__all__ = ["anonymize_faces", "anonymize_photo", "preview_sheet", "plan_outputs"]
+__all__ = ["anonymize_faces", "anonymize_photo", "anonymize_bytes", "AnonymizedPhoto", "preview_sheet", "plan_outputs"]
 
 
 def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig,
@@ -59,6 +60,18 @@ def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig,
     return (out if out is not pixels else pixels.copy()), outcomes
 
 
+def _anonymize_loaded(img: LoadedImage, detector: FaceDetector, config: PhotoConfig, models: SwapModels | None,
+                      t: dict[str, float]) -> tuple[np.ndarray, list[FaceOutcome]]:
+    """Detect and anonymise a decoded photo, recording stage times (seconds) in ``t``."""
+    t0 = time.perf_counter()
+    faces = detect_faces(img.pixels, detector)
+    t["detect"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result, outcomes = anonymize_faces(img.pixels, faces, config, models)
+    t["anonymize"] = time.perf_counter() - t0
+    return result, outcomes
+
+
 def anonymize_photo(src: str | Path, dst: str | Path, *, detector: FaceDetector, config: PhotoConfig,
                     models: SwapModels | None = None) -> tuple[PhotoReport, np.ndarray, np.ndarray]:
     """Anonymise the photo ``src`` into ``dst`` (same size and format; metadata dropped, ICC kept).
@@ -70,22 +83,57 @@ def anonymize_photo(src: str | Path, dst: str | Path, *, detector: FaceDetector,
         InputError: ``src`` cannot be read, or ``dst`` would overwrite it.
     """
     check_output_path(src, dst)
-    t = {}
+    t: dict[str, float] = {}
     t0 = time.perf_counter()
     img = read_image(src)
     t["read"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    faces = detect_faces(img.pixels, detector)
-    t["detect"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result, outcomes = anonymize_faces(img.pixels, faces, config, models)
-    t["anonymize"] = time.perf_counter() - t0
+    result, outcomes = _anonymize_loaded(img, detector, config, models, t)
     t0 = time.perf_counter()
     write_image(result, dst, like=img)
     t["write"] = time.perf_counter() - t0
     report = PhotoReport(source=str(src), output=str(dst), width=img.width, height=img.height,
                          faces=tuple(outcomes), timings_ms={k: v * 1000 for k, v in t.items()})
     return report, img.pixels, result
+
+
+@dataclass(frozen=True, eq=False)
+class AnonymizedPhoto:
+    """An anonymised photo held in memory, encoded, and its report."""
+
+    data: bytes  # the encoded file: the source's format and size, metadata dropped, ICC kept
+    format: str  # PIL format name: "JPEG", "PNG", "WEBP", "TIFF" or "BMP"
+    width: int  # pixels, after the source's EXIF orientation
+    height: int  # pixels
+    faces: tuple[FaceOutcome, ...]  # every detected face, in number order (largest first)
+    timings_ms: dict[str, float]  # wall time per stage: read, detect, anonymize, encode
+
+
+def anonymize_bytes(data: bytes, config: PhotoConfig, *, detector: FaceDetector, models: SwapModels | None,
+                    max_pixels: int, name: str = "upload") -> AnonymizedPhoto:
+    """``anonymize_photo`` for a photo in memory (the HTTP API): decode, detect, anonymise, encode. Nothing is
+    written anywhere.
+
+    Args:
+        data: the encoded photo (JPEG, PNG, WebP, TIFF or BMP).
+        config: mode, selection and swap settings (``detector`` carries the detection settings).
+        detector: the loaded detector.
+        models: loaded swap models; required for mode "swap".
+        max_pixels: refuse larger photos (width * height) before decoding them.
+        name: how error messages name the photo.
+
+    Raises:
+        InputError: the photo cannot be decoded (empty, not an image, truncated, corrupt, too large).
+    """
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    img = decode_image(data, name=name, max_pixels=max_pixels)
+    t["read"] = time.perf_counter() - t0
+    result, outcomes = _anonymize_loaded(img, detector, config, models, t)
+    t0 = time.perf_counter()
+    encoded = encode_image(result, like=img)
+    t["encode"] = time.perf_counter() - t0
+    return AnonymizedPhoto(data=encoded, format=img.format, width=img.width, height=img.height,
+                           faces=tuple(outcomes), timings_ms={k: v * 1000 for k, v in t.items()})
 
 
 def preview_sheet(before: np.ndarray, after: np.ndarray, faces: list[Face]) -> np.ndarray:

@@ -56,15 +56,21 @@ def load_swap_models(generator: str | Path | None = None, encoder: str | Path | 
     return SwapModels(G=G, E=E, judge=IdentityJudge.default(), device=torch.device(device))
 
 
-def identity_seed(config: SwapConfig, crop: np.ndarray, embedding: np.ndarray | None, attempt: int) -> int:
+def identity_seed(config: SwapConfig, crop: np.ndarray, embedding: np.ndarray | None, attempt: int, *,
+                  cluster: str | None = None) -> int:
     """Seed of the ``attempt``-th new identity for a face.
 
     Without a key: a hash of (base seed, the aligned crop's pixels, attempt), so the same face in the same photo always
     gets the same new person, and different faces get different ones. With a key: an HMAC of the identity
     embedding's signs under random hyperplanes (locality-sensitive: other photos of the same person tend to land on
-    the same code), so reruns and other photos can give the same synthetic person.
+    the same code), so reruns and other photos can give the same synthetic person. With a key and a ``cluster``
+    label (an identity cluster of one ``deid dataset`` run, see ``deid.dataset``): an HMAC of the label, so every
+    face of that cluster gets the same synthetic person.
     """
-    if config.key and embedding is not None:
+    if config.key and cluster is not None:
+        digest = hmac.new(config.key.encode(), b"cluster\0" + cluster.encode() + b"\0" + bytes([attempt]),
+                          hashlib.sha256).digest()
+    elif config.key and embedding is not None:
         planes = np.random.RandomState(int.from_bytes(hashlib.sha256(config.key.encode()).digest()[:4], "little"))
         bits = (planes.randn(12, embedding.shape[0]) @ embedding > 0).astype(np.uint8).tobytes()
         digest = hmac.new(config.key.encode(), bits + bytes([attempt]), hashlib.sha256).digest()
@@ -90,11 +96,13 @@ def swap_ws(G: Generator, ws: torch.Tensor, c: torch.Tensor | None, seed: int, c
 
 
 @torch.no_grad()
-def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapConfig) -> tuple[np.ndarray, SwapResult]:
+def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapConfig, *,
+              cluster: str | None = None) -> tuple[np.ndarray, SwapResult]:
     """Swap one face of ``frame`` (``[H, W, 3]`` uint8 RGB); returns the new frame and what was done.
 
     The input frame is not modified. The guard compares the original face with the face in the returned frame, in
     the same box; when every try stays within ``threshold``, the face is obscured with ``config.fallback``.
+    ``cluster``: the face's identity-cluster label, used with ``config.key`` (see ``identity_seed``); None = none.
     """
     G, E, judge, dev = models.G, models.E, models.judge, models.device
     aligned = align_face(frame, face, G.img_resolution, G.cfg.align_template)
@@ -107,7 +115,7 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
         c = torch.tensor([[round(female), age_code]], dtype=torch.float32, device=dev)
     original = judge.embed(frame, face.box)
     for attempt in range(config.max_tries):
-        seed = identity_seed(config, aligned.image, original, attempt)
+        seed = identity_seed(config, aligned.image, original, attempt, cluster=cluster)
         img = G.synthesis(swap_ws(G, ws, c, seed, config), noise_mode="const")
         synthetic = to_uint8(img[0])
         out = blend_face(frame, synthetic, aligned.image, aligned.matrix, seed=seed)

@@ -32,6 +32,7 @@ def main(verbose: bool) -> None:
 
 def _register() -> None:
     from .convert import convert
+    from .dataset import dataset
     from .eval import eval_group
     from .faces import faces
     from .generate import generate
@@ -40,7 +41,7 @@ def _register() -> None:
     from .serve import serve
     from .train import data, train
 
-    for cmd in (convert, eval_group, faces, generate, invert, photo, serve, data, train):
+    for cmd in (convert, dataset, eval_group, faces, generate, invert, photo, serve, data, train):
         main.add_command(cmd)
 
 

@@ -1,13 +1,15 @@
 """Image files in and out, and the only conversions between uint8 images and network tensors.
 
-Reading (``read_image``) decodes the whole file, so that a truncated or corrupt photo fails here with one clear
-``InputError`` rather than half-way through the pipeline. It applies the EXIF orientation and turns every supported
+Reading (``read_image`` for a file, ``decode_image`` for one already in memory, such as an upload) decodes the
+whole file, so that a truncated or corrupt photo fails here with one clear ``InputError`` rather than half-way through
+the pipeline. It applies the EXIF orientation and turns every supported
 mode (grayscale, 16-bit, palette, CMYK, with or without alpha) into ``[H, W, 3]`` uint8 RGB, remembering what is
 needed to write the result back in the same form.
 
 Writing (``write_image``) builds a fresh file from the pixels: EXIF (GPS position, camera serial numbers, the embedded
 thumbnail that still shows the original face), XMP, IPTC and comments are dropped unless asked for; the ICC colour
-profile, the alpha channel and the file format are kept. Files are written atomically (temporary file + rename).
+profile, the alpha channel and the file format are kept. Files are written atomically (temporary file + rename);
+``encode_image`` builds the same bytes in memory, without touching the disk.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -34,7 +37,9 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "LoadedImage",
     "read_image",
+    "decode_image",
     "write_image",
+    "encode_image",
     "check_output_path",
     "is_image_path",
     "to_tensor",
@@ -47,6 +52,7 @@ _FORMAT_BY_EXTENSION = {
     ".bmp": "BMP",
 }
 IMAGE_EXTENSIONS = frozenset(_FORMAT_BY_EXTENSION)  # lower-case suffixes, with the dot
+_WRITE_FORMATS = frozenset(_FORMAT_BY_EXTENSION.values())  # PIL format names write_image and encode_image produce
 # PIL decoders tried on open. Restricting them keeps plugins that run external programs (EPS -> Ghostscript) or
 # rarely used parsers out of reach of untrusted files. MPO is what PIL calls a JPEG with extra (multi-picture) frames.
 _READ_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
@@ -67,7 +73,7 @@ class LoadedImage:
     ``write_image(..., keep_metadata=True)`` can copy it on request; by default it is never written.
     """
 
-    path: str  # the file it was read from
+    path: str  # the file it was read from; for ``decode_image``, the name given to it (e.g. "upload")
     pixels: np.ndarray  # [H, W, 3] uint8 RGB in [0, 255], EXIF orientation applied, alpha composited over white
     alpha: np.ndarray | None  # [H, W] uint8 in [0, 255] (255 = opaque); None = the file had no transparency
     format: str  # PIL format name: "JPEG", "PNG", "WEBP", "TIFF" or "BMP"
@@ -133,7 +139,39 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     """
     name = os.fspath(path)
     _check_readable_file(name)
-    with _open_image(name) as im:
+    return _read(name, name, max_pixels)
+
+
+def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """``read_image`` for a file already in memory (an HTTP upload): same decoders, checks, result and messages.
+
+    Nothing is written to disk.
+
+    Args:
+        data: the encoded file (JPEG, PNG, WebP, TIFF or BMP).
+        name: how error messages and ``LoadedImage.path`` name it, e.g. "upload".
+        max_pixels: as for ``read_image``.
+
+    Returns:
+        ``LoadedImage`` whose ``pixels`` are ``[H, W, 3]`` uint8 RGB in [0, 255], in display orientation.
+
+    Raises:
+        InputError: empty, not an image, unsupported, too large, truncated or corrupt; one line naming ``name``.
+
+    Example:
+        >>> img = decode_image(request_body, name="upload")
+        >>> encode_image(img.pixels, like=img)  # same format, no EXIF/GPS
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise InputError(name, "empty file (0 bytes)")
+    return _read(name, bytes(data), max_pixels)
+
+
+def _read(name: str, source: str | bytes, max_pixels: int) -> LoadedImage:
+    """Decode ``source`` (a file path, or the file's bytes) into a ``LoadedImage``; errors name ``name``."""
+    with _open_image(name, source) as im:
         _check_pixel_count(name, im.size, max_pixels)
         mode, bits = im.mode, _bits_per_channel(im)  # before decoding: it reads the decoder's raw mode
         _decode(name, im)
@@ -141,7 +179,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         icc = im.info.get("icc_profile") or None
         dpi = _dpi(im.info.get("dpi"))
         subsampling = _jpeg_subsampling(im) if fmt == "JPEG" else None
-        lossless = _webp_is_lossless(name) if fmt == "WEBP" else None
+        lossless = _webp_is_lossless(source) if fmt == "WEBP" else None
         comment = im.info.get("comment") or None
         oriented = _apply_orientation(im)
         pixels, alpha, icc = _to_rgb(oriented, icc)
@@ -170,13 +208,14 @@ def _check_readable_file(name: str) -> None:
         raise InputError(name, "empty file (0 bytes)")
 
 
-def _open_image(name: str) -> Image.Image:
-    """``Image.open`` limited to the supported decoders, with every failure turned into ``InputError``."""
+def _open_image(name: str, source: str | bytes) -> Image.Image:
+    """``Image.open`` of a path or of in-memory bytes, limited to the supported decoders, with every failure turned
+    into ``InputError`` naming ``name``."""
     try:
         with warnings.catch_warnings():
             # read_image checks the size against its own limit; Pillow's warning threshold (89 Mpx) is not ours
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(name, formats=_READ_FORMATS)
+            return Image.open(source if isinstance(source, str) else io.BytesIO(source), formats=_READ_FORMATS)
     except Image.DecompressionBombError as exc:
         raise InputError(name, _too_large_message(exc)) from None
     except UnidentifiedImageError:
@@ -250,22 +289,29 @@ def _jpeg_subsampling(im: Image.Image) -> int | None:
     return code if code in (0, 1, 2) else None
 
 
-def _webp_is_lossless(name: str) -> bool | None:
-    """Read the RIFF chunk list: a ``VP8L`` image chunk is lossless, ``VP8 `` lossy (``VP8X`` only announces)."""
-    with open(name, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+def _webp_is_lossless(source: str | bytes) -> bool | None:
+    """Read the RIFF chunk list of a file path or in-memory file: a ``VP8L`` image chunk is lossless, ``VP8 `` lossy
+    (``VP8X`` only announces)."""
+    if not isinstance(source, str):
+        return _webp_chunks_lossless(io.BytesIO(source))
+    with open(source, "rb") as f:
+        return _webp_chunks_lossless(f)
+
+
+def _webp_chunks_lossless(f: BinaryIO) -> bool | None:
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
             return None
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            fourcc, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if fourcc == b"VP8L":
-                return True
-            if fourcc == b"VP8 ":
-                return False
-            f.seek(length + (length & 1), os.SEEK_CUR)  # chunks are padded to an even length
+        fourcc, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if fourcc == b"VP8L":
+            return True
+        if fourcc == b"VP8 ":
+            return False
+        f.seek(length + (length & 1), os.SEEK_CUR)  # chunks are padded to an even length
 
 
 def _apply_orientation(im: Image.Image) -> Image.Image:
@@ -422,19 +468,75 @@ def write_image(
     """
     out = Path(out_path)
     _check_pixels(pixels)
-    if quality is not None and not 1 <= quality <= 100:
-        raise ValueError(f"quality must be in 1..100, got {quality}")
+    _check_quality(quality)
     fmt = _output_format(out, like)
-    image = _pil_image(pixels, fmt, like)
-    options = _save_options(fmt, image.mode, like, quality, keep_metadata)
+    image, options = _prepare(pixels, fmt, like, quality, keep_metadata)
     _atomic_save(image, out, fmt, options)
     return out
+
+
+def encode_image(
+    pixels: np.ndarray,
+    *,
+    like: LoadedImage | None = None,
+    fmt: str | None = None,
+    quality: int | None = None,
+    keep_metadata: bool = False,
+) -> bytes:
+    """``write_image`` into memory: the bytes ``write_image`` would put in the file, and nothing on disk.
+
+    Args:
+        pixels: as for ``write_image``.
+        like: as for ``write_image``: the result keeps its format (unless ``fmt`` is given), ICC profile, alpha,
+            grayscale, JPEG subsampling and WebP losslessness, and none of its EXIF, XMP or comments.
+        fmt: "JPEG", "PNG", "WEBP", "TIFF" or "BMP" (case-insensitive; "JPG" = "JPEG"); None = ``like.format``.
+        quality, keep_metadata: as for ``write_image``.
+
+    Returns:
+        The encoded file.
+
+    Raises:
+        ValueError: neither ``fmt`` nor ``like``, an unknown ``fmt``, or pixels and quality as for ``write_image``.
+
+    Example:
+        >>> img = decode_image(upload, name="upload")
+        >>> data = encode_image(anonymised_pixels, like=img)  # same format and size, metadata dropped, ICC kept
+    """
+    _check_pixels(pixels)
+    _check_quality(quality)
+    name = fmt.upper() if fmt is not None else like.format if like is not None else None
+    name = "JPEG" if name == "JPG" else name
+    if name not in _WRITE_FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(sorted(_WRITE_FORMATS))} (or given by like), got {fmt!r}")
+    image, options = _prepare(pixels, name, like, quality, keep_metadata)
+    if name == "TIFF" and hasattr(os, "memfd_create"):
+        # libtiff, writing to a Python buffer, leaves the alignment gaps between blocks unset, so they carry stale
+        # heap bytes; through a file descriptor they are zero, as in a file. A memfd is memory: nothing on disk.
+        with os.fdopen(os.memfd_create("deid-encode", os.MFD_CLOEXEC), "w+b") as f:
+            image.save(f, format=name, **options)
+            f.seek(0)
+            return f.read()
+    buf = io.BytesIO()
+    image.save(buf, format=name, **options)
+    return buf.getvalue()
+
+
+def _prepare(pixels: np.ndarray, fmt: str, like: LoadedImage | None, quality: int | None,
+             keep_metadata: bool) -> tuple[Image.Image, dict]:
+    """The PIL image and encoder options that ``write_image`` and ``encode_image`` save (arguments checked)."""
+    image = _pil_image(pixels, fmt, like)
+    return image, _save_options(fmt, image.mode, like, quality, keep_metadata)
 
 
 def _check_pixels(pixels: np.ndarray) -> None:
     if not isinstance(pixels, np.ndarray) or pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         shape = getattr(pixels, "shape", None)
         raise ValueError(f"pixels must be [H, W, 3] uint8 RGB, got {shape} {getattr(pixels, 'dtype', type(pixels))}")
+
+
+def _check_quality(quality: int | None) -> None:
+    if quality is not None and not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
 
 
 def _output_format(out: Path, like: LoadedImage | None) -> str:

@@ -1,15 +1,20 @@
-"""The face-generation HTTP API (FastAPI): ``create_app(config)`` builds it, ``serve(config)`` runs it with uvicorn.
+"""The face HTTP API (FastAPI): ``create_app(config)`` builds it, ``serve(config)`` runs it with uvicorn.
 
 Endpoints:
-    GET  /healthz               liveness, the loaded model, the queue
+    GET  /healthz               liveness, the loaded models, the queues
     POST /v1/faces/generate     seed (+ options) -> image URL and W+ latent
     GET  /v1/images/{image_id}  the generated image (PNG, JPEG or WebP), until it expires
+    POST /v1/faces/anonymize    multipart photo upload (+ the options of ``deid photo``) -> the anonymised photo,
+                                inline (base64), and the per-face report
     GET  /openapi.json          the OpenAPI schema (and /docs)
 
-The generator is loaded once, in the lifespan handler, into ``app.state``. Generate requests go through
-``deid.server.batcher.Batcher`` (bounded queue, one worker, batched synthesis on a worker thread); images are kept in
-a bounded ``deid.server.store.ImageStore``. ``DeidError``\\ s become HTTP errors: ``ConfigError`` 422, ``InputError``
-400, ``ModelError`` 500.
+The models are loaded once, in the lifespan handler, into ``app.state``: the generator, the face detector, and for
+anonymize mode "swap" the encoder and the identity judge (when the shipped encoder is missing, "swap" gets 503 and the
+other modes are still served). Generate requests go through ``deid.server.batcher.Batcher`` (bounded queue, one
+worker, batched synthesis on a worker thread); generated images are kept in a bounded ``deid.server.store.ImageStore``.
+Uploads stay in memory and go through ``deid.server.anonymize.AnonymizeWorker`` (one photo at a time on its own
+thread, bounded queue); they never reach the image store or the disk. ``DeidError``\\ s become HTTP errors:
+``ConfigError`` 422, ``InputError`` 400, ``ModelError`` 500.
 """
 
 from __future__ import annotations
@@ -30,12 +35,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
-from ..config import ServerConfig
+from ..config import DetectConfig, PhotoConfig, ServerConfig
+from ..detect import FaceDetector
 from ..errors import ConfigError, DeidError, InputError, ModelError
 from ..generate import FaceSpec, parse_layer_range
 from ..nets.generator import Generator
+from ..swap import SwapModels
+from ..photo import anonymize_bytes
+from .anonymize import AnonymizeWorker, detector_with, load_swap, parse_form, parse_options, photo_config, split_form
 from .batcher import Batcher, FaceJob, QueueFullError
-from .schemas import MAX_SIZE, MIN_SIZE, ErrorBody, GenerateRequest, GenerateResponse, Health
+from .schemas import (
+    IMAGE_FORMATS,
+    MAX_SIZE,
+    MIN_SIZE,
+    AnonymizeResponse,
+    ErrorBody,
+    FaceReport,
+    GenerateRequest,
+    GenerateResponse,
+    Health,
+    anonymize_form_schema,
+)
 from .store import ImageStore
 
 __all__ = ["create_app", "serve", "load_model"]
@@ -44,6 +64,9 @@ log = logging.getLogger(__name__)
 
 _ERRORS = {413: {"model": ErrorBody, "description": "Request body too large."},
            503: {"model": ErrorBody, "description": "Queue full; retry after the Retry-After seconds."}}
+ANONYMIZE_PATH = "/v1/faces/anonymize"
+_ALL_MODES = ("swap", "blur", "pixelate", "solid")
+_NO_ENCODER = "the encoder of this server's generator is not installed"
 
 
 def load_model(model: str | None, *, device: Any) -> Generator:
@@ -71,30 +94,49 @@ def create_app(config: ServerConfig) -> FastAPI:
 
         device = resolve_device(config.device)
         G = await asyncio.to_thread(load_model, config.model, device=device)
+        detector = await asyncio.to_thread(FaceDetector, DetectConfig(), device=device)
+        swap_models, swap_unavailable = None, None
+        try:
+            swap_models = await asyncio.to_thread(load_swap, G, generator_path=config.model,
+                                                  encoder_path=config.encoder, device=device)
+        except ModelError as exc:
+            if config.encoder is not None:  # asked for explicitly: a broken pair must not start half-working
+                raise
+            swap_unavailable = _NO_ENCODER
+            log.warning("anonymize mode 'swap' unavailable (blur, pixelate and solid still served): %s", exc)
         store = ImageStore(max_items=config.store_max_items, max_bytes=config.store_max_bytes,
                            ttl_s=config.store_ttl_s, directory=config.store_dir)
         batcher = Batcher(G, device=device, max_batch=config.max_batch, max_queue=config.max_queue)
         batcher.start()
+        anonymizer = AnonymizeWorker(max_queue=config.max_anonymize_queue)
         app.state.config = config
         app.state.G = G
         app.state.device = device
         app.state.store = store
         app.state.batcher = batcher
-        log.info("generator loaded: %s, %d px, %s", config.model or "default", G.img_resolution, device)
+        app.state.detector = detector
+        app.state.swap_models = swap_models
+        app.state.swap_unavailable = swap_unavailable
+        app.state.anonymizer = anonymizer
+        log.info("generator loaded: %s, %d px, %s; anonymize modes: %s", config.model or "default",
+                 G.img_resolution, device, ", ".join(_modes(swap_models)))
         try:
             yield
         finally:
             await batcher.stop()
+            await asyncio.to_thread(anonymizer.close)
             store.close()
 
     app = FastAPI(
-        title="deid face generation",
+        title="deid face generation and anonymisation",
         version=__version__,
-        description="Synthetic faces from seeds (StyleGAN2-style generator). Identical requests give byte-identical "
-                    "images.",
+        description="Synthetic faces from seeds (StyleGAN2-style generator); identical requests give byte-identical "
+                    "images. Photo anonymisation: every face swapped for a synthetic person, or blurred, pixelated "
+                    "or covered; uploads are processed in memory and never stored.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes,
+                       path_limits={ANONYMIZE_PATH: config.max_upload_bytes})
     app.add_exception_handler(DeidError, _deid_error)
     app.add_exception_handler(QueueFullError, _queue_full)
     app.include_router(router)
@@ -125,7 +167,13 @@ async def healthz(request: Request) -> Health:
                   conditional=G.c_dim > 0, num_ws=G.num_ws, w_dim=G.w_dim, device=str(state.device),
                   max_batch=state.batcher.max_batch, queued=state.batcher.queued,
                   running=state.batcher.running, batches=state.batcher.batches,
-                  largest_batch=state.batcher.largest_batch, images_stored=len(state.store))
+                  largest_batch=state.batcher.largest_batch, images_stored=len(state.store),
+                  modes=list(_modes(state.swap_models)), swap_unavailable=state.swap_unavailable,
+                  anonymize_pending=state.anonymizer.pending, max_upload_bytes=state.config.max_upload_bytes)
+
+
+def _modes(swap_models: object | None) -> tuple[str, ...]:
+    return _ALL_MODES if swap_models is not None else _ALL_MODES[1:]
 
 
 @router.post("/v1/faces/generate", response_model=GenerateResponse, responses=_ERRORS, tags=["faces"])
@@ -159,6 +207,66 @@ async def get_image(image_id: str, request: Request) -> Response:
     return Response(image.data, media_type=image.content_type,
                     headers={"Cache-Control": f"private, max-age={int(image.expires_in_s)}, immutable",
                              "X-Content-Type-Options": "nosniff"})
+
+
+@router.post(
+    ANONYMIZE_PATH, response_model=AnonymizeResponse, tags=["faces"], summary="Anonymise the faces of a photo",
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"multipart/form-data": {"schema": anonymize_form_schema()}}}},
+    responses={400: {"model": ErrorBody, "description": "The upload is not a readable photo (empty, not an image, "
+                                                        "truncated, corrupt, too many pixels) or not valid multipart."},
+               413: {"model": ErrorBody, "description": "Request body larger than the upload limit (GET /healthz "
+                                                        "`max_upload_bytes`)."},
+               415: {"model": ErrorBody, "description": "The body is not multipart/form-data."},
+               422: {"description": "The photo is missing, or a form field is invalid or unknown (`detail[].loc` "
+                                    "names the field, as for every other 422)."},
+               503: {"model": ErrorBody, "description": "Busy (Retry-After is set), or mode 'swap' is not available "
+                                                        "on this server (no Retry-After; see GET /healthz `modes`)."}},
+)
+async def anonymize(request: Request) -> Response:
+    """Anonymise every face of a photo, as `deid photo` does: upload it as multipart/form-data (file field `image`,
+    options as text fields), get back the anonymised photo inline (base64 `image`: same format and size, EXIF with
+    GPS, XMP and comments removed, ICC profile kept) and what was done to each face.
+
+    The upload is processed in memory and never stored; the response is the only copy of the result. Photos are
+    anonymised one at a time; when too many wait, the answer is 503 with Retry-After.
+
+    Example:
+
+        curl -s localhost:8000/v1/faces/anonymize -F image=@group.jpg -F mode=blur -F skip=2 \\
+            | jq -r .image | base64 -d > group-anon.jpg
+    """
+    state = request.app.state
+    worker: AnonymizeWorker = state.anonymizer
+    if worker.full:  # before parsing megabytes that would be refused anyway
+        raise QueueFullError("too many photos are waiting")
+    data, fields = split_form(parse_form(await request.body(), request.headers.get("content-type", "")))
+    config = photo_config(parse_options(fields))
+    if config.mode == "swap" and state.swap_models is None:
+        return JSONResponse({"detail": f"mode 'swap' is unavailable on this server ({state.swap_unavailable}); use "
+                                       f"mode blur, pixelate or solid"}, status_code=503)
+    body = await worker.run(_anonymize_response, data, config, detector=state.detector, models=state.swap_models,
+                            max_pixels=state.config.max_upload_pixels, submitted=time.perf_counter())
+    return Response(body, media_type="application/json")
+
+
+def _anonymize_response(data: bytes, config: PhotoConfig, *, detector: FaceDetector, models: SwapModels | None,
+                        max_pixels: int, submitted: float) -> bytes:
+    """Run the pipeline and build the JSON response (blocking: the worker's thread, base64 and JSON included).
+
+    ``submitted``: ``time.perf_counter()`` when the request was queued, for the "queue" timing.
+    """
+    queue_ms = (time.perf_counter() - submitted) * 1000
+    photo = anonymize_bytes(data, config, detector=detector_with(detector, config.detect), models=models,
+                            max_pixels=max_pixels)
+    fmt = photo.format.lower()
+    response = AnonymizeResponse(
+        image=base64.b64encode(photo.data).decode("ascii"), format=fmt, content_type=IMAGE_FORMATS[fmt],
+        width=photo.width, height=photo.height, mode=config.mode,
+        faces=[FaceReport.model_validate(f.to_dict()) for f in photo.faces],
+        timings_ms={k: round(v, 1) for k, v in {"queue": queue_ms, **photo.timings_ms}.items()},
+    )
+    return response.model_dump_json(exclude_none=True).encode()
 
 
 def _job(body: GenerateRequest, G: Generator) -> FaceJob:
@@ -217,27 +325,31 @@ async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a request body over ``max_bytes``, declared (Content-Length) or streamed (chunked).
+    """ASGI middleware: 413 for a request body over the limit, declared (Content-Length) or streamed (chunked).
 
-    A declared size is refused before any byte is read. Otherwise the body is read here, at most ``max_bytes`` of it,
-    and handed on whole; JSON bodies of a few KiB make buffering cheap, and the app never sees a partial body.
+    The limit is ``path_limits[path]`` for the paths listed there (uploads), ``max_bytes`` for every other path. A
+    declared size is refused before any byte is read. Otherwise the body is read here, in memory, at most the limit of
+    it, and handed on whole: JSON bodies are a few KiB, an upload is needed whole anyway, the app never sees a partial
+    body, and nothing is spooled to disk.
     """
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, path_limits: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 await _send_error(send, 400, "invalid Content-Length")
                 return
-            if int(declared) > self.max_bytes:
-                await _send_error(send, 413, f"request body larger than {self.max_bytes} bytes")
+            if int(declared) > limit:
+                await _send_error(send, 413, f"request body larger than {limit} bytes")
                 return
         parts, size = [], 0
         while True:
@@ -246,8 +358,8 @@ class BodySizeLimit:
                 return
             parts.append(message.get("body", b""))
             size += len(parts[-1])
-            if size > self.max_bytes:
-                await _send_error(send, 413, f"request body larger than {self.max_bytes} bytes")
+            if size > limit:
+                await _send_error(send, 413, f"request body larger than {limit} bytes")
                 return
             if not message.get("more_body", False):
                 break

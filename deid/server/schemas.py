@@ -1,18 +1,20 @@
 """Request and response bodies of the HTTP API (pydantic). Validation errors become HTTP 422 with the field named.
 
-Models are strict (a seed must be a JSON integer, not "42" or 42.0) and refuse unknown fields, so a misspelt
-option is reported instead of silently ignored.
+JSON models are strict (a seed must be a JSON integer, not "42" or 42.0). The form fields of an upload
+(``AnonymizeOptions``) arrive as text, so they are converted ("42" -> 42) but still range-checked. Every model refuses
+unknown fields, so a misspelt option is reported instead of silently ignored.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["MIN_SIZE", "MAX_SIZE", "StyleMixing", "GenerateRequest", "GenerateResponse", "Health", "ErrorBody",
-           "parse_resolution"]
+           "parse_resolution", "parse_face_numbers", "AnonymizeOptions", "anonymize_form_schema", "SwapReport",
+           "FaceReport", "AnonymizeResponse", "IMAGE_FORMATS"]
 
 MIN_SIZE = 16  # smallest side (pixels) a face can be resampled to
 MAX_SIZE = 1024  # largest side (pixels) a face can be resampled to
@@ -20,6 +22,9 @@ _SEED_MAX = 2**32 - 1  # NVIDIA's seed convention: np.random.RandomState(seed), 
 _RESOLUTION_RE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+# Formats an uploaded photo may have (and keeps): the API's name -> content type
+IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "tiff": "image/tiff",
+                 "bmp": "image/bmp"}
 
 
 def parse_resolution(text: str) -> int:
@@ -123,6 +128,120 @@ class Health(BaseModel):
     batches: int = Field(description="Forward passes run so far.")
     largest_batch: int = Field(description="Most requests in one forward pass so far.")
     images_stored: int = Field(description="Images currently held by the image store.")
+    modes: list[str] = Field(description="Modes POST /v1/faces/anonymize serves now: 'swap' only when the encoder "
+                                         "and the identity judge are loaded.")
+    swap_unavailable: str | None = Field(None, description="Why mode 'swap' is not served; null when it is.")
+    anonymize_pending: int = Field(description="Anonymize requests inside the server now: running plus waiting.")
+    max_upload_bytes: int = Field(description="Largest POST /v1/faces/anonymize body, bytes (photo + form fields).")
+
+
+def parse_face_numbers(text: str) -> tuple[int, ...]:
+    """``"1,3, 4"`` -> (1, 3, 4) (``deid photo --only/--skip``). Raises ``ValueError`` unless numbers >= 1."""
+    try:
+        numbers = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ValueError(f"face numbers must look like 1,3,4, got {text!r}") from None
+    if any(n < 1 for n in numbers):
+        raise ValueError(f"face numbers start at 1, got {text!r}")
+    return numbers
+
+
+class AnonymizeOptions(BaseModel):
+    """Form fields of ``POST /v1/faces/anonymize`` besides the photo: the options of ``deid photo``, same defaults."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    mode: Literal["swap", "blur", "pixelate", "solid"] = Field(
+        "swap", description="swap: a synthetic person of the same age and gender (needs the encoder; 503 when the "
+                            "server has none, see GET /healthz `modes`); blur, pixelate, solid: obscure the face.")
+    only: str = Field(
+        "", max_length=512,
+        description="Anonymise only these faces, e.g. '1,3': numbers as in the response's `faces[].id` (1 = largest "
+                    "face). Empty = every face.")
+    skip: str = Field("", max_length=512, description="Leave these faces as they are, e.g. '2'.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Base seed of the new identities (mode swap).")
+    key: str | None = Field(
+        None, min_length=8, max_length=256,
+        description="Secret: the same person gets the same synthetic person across photos (mode swap). "
+                    "Omitted = off.")
+    psi: float = Field(0.7, ge=0.0, le=1.0,
+                       description="Truncation of new identities, 0..1 (lower = more typical faces; mode swap).")
+    threshold: float = Field(
+        0.6, gt=0.0, le=10.0,
+        description="Identity guard: a swapped face must be at least this far from the original (dlib distance; "
+                    "0.6 = same person); otherwise another identity is tried, then the face is pixelated.")
+    min_face: int = Field(16, ge=4, le=100_000, description="Smallest face to find, in pixels (box side).")
+    det_threshold: float = Field(0.9, ge=0.0, lt=1.0, description="Minimum detection score, in [0, 1).")
+
+    @field_validator("only", "skip")
+    @classmethod
+    def _check_numbers(cls, value: str) -> str:
+        parse_face_numbers(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_selection(self) -> "AnonymizeOptions":
+        both = set(parse_face_numbers(self.only)) & set(parse_face_numbers(self.skip))
+        if both:
+            raise ValueError(f"face number(s) {', '.join(map(str, sorted(both)))} cannot be in both only and skip")
+        return self
+
+
+def anonymize_form_schema() -> dict[str, Any]:
+    """OpenAPI schema of the multipart form of ``POST /v1/faces/anonymize``: the photo plus ``AnonymizeOptions``."""
+    options = AnonymizeOptions.model_json_schema()
+    image = {"type": "string", "format": "binary",
+             "description": "The photo: JPEG, PNG, WebP, TIFF or BMP. The request body is limited (see GET /healthz "
+                            "`max_upload_bytes`; larger -> 413)."}
+    return {"title": "AnonymizeForm", "type": "object", "required": ["image"],
+            "properties": {"image": image, **options["properties"]}}
+
+
+class SwapReport(BaseModel):
+    """What the identity swap did to one face (``deid.types.SwapResult``)."""
+
+    tries: int = Field(description="New identities tried.")
+    identity_distance: float = Field(
+        description="dlib distance between the original and the result (larger = less alike; 0.6 = same person).")
+    female: float = Field(description="Estimated probability that the person is female; the new face keeps it.")
+    age: float = Field(description="Estimated age in years; the new face keeps it.")
+    seed: int = Field(description="Seed of the accepted identity; -1 when the face fell back to obscuring.")
+
+
+class FaceReport(BaseModel):
+    """One detected face and what was done to it: an entry of ``deid photo --report``'s `faces`."""
+
+    id: int = Field(description="Face number, 1 = largest (what `only` and `skip` refer to).")
+    method: Literal["swap", "blur", "pixelate", "solid", "kept"] = Field(
+        description="What the face got: 'kept' = left as it is (excluded by only/skip); a swap whose identity guard "
+                    "failed shows its fallback (pixelate or solid).")
+    box: list[float] = Field(description="[x0, y0, x1, y1] of the face in image pixels.")
+    score: float = Field(description="Detector confidence in [0, 1].")
+    landmarks: list[list[float]] = Field(
+        description="[[x, y] * 5]: left eye, right eye, nose, left and right mouth corners (image left/right).")
+    time_ms: float = Field(description="Milliseconds spent on this face.")
+    swap: SwapReport | None = Field(None, description="Details when the swap ran (also when it fell back); "
+                                                      "absent otherwise.")
+
+
+class AnonymizeResponse(BaseModel):
+    """The anonymised photo, inline, and what was done to every face.
+
+    The image has the upload's format and size. EXIF (GPS, camera serial numbers, the embedded thumbnail), XMP, IPTC
+    and comments are removed; the ICC colour profile and transparency are kept. The server keeps no copy.
+    """
+
+    image: str = Field(description="The anonymised image file, base64 (standard alphabet, padded).",
+                       json_schema_extra={"contentEncoding": "base64"})
+    format: Literal["jpeg", "png", "webp", "tiff", "bmp"] = Field(description="Its format: the upload's.")
+    content_type: str = Field(description="Its media type, e.g. 'image/jpeg'.")
+    width: int = Field(description="Width in pixels (the upload's, after its EXIF orientation is applied).")
+    height: int = Field(description="Height in pixels.")
+    mode: Literal["swap", "blur", "pixelate", "solid"] = Field(description="The mode requested.")
+    faces: list[FaceReport] = Field(description="Every detected face, largest first (`id` order).")
+    timings_ms: dict[str, float] = Field(
+        description="Milliseconds per stage: queue (waiting for the worker), read (decode), detect, anonymize, "
+                    "encode.")
 
 
 class ErrorBody(BaseModel):
