@@ -20,6 +20,7 @@ from .config import (  # noqa: E402
     SwapConfig,
     TrainConfig,
 )
+from .dataset import DatasetConfig, DatasetSummary, sanitize_dataset  # noqa: E402
 from .detect import FaceDetector, detect_faces  # noqa: E402
 from .device import resolve_device  # noqa: E402
 from .errors import ConfigError, DeidError, InputError, ModelError  # noqa: E402
@@ -28,7 +29,7 @@ from .io.images import read_image, write_image  # noqa: E402
 from .io.weights import load_generator, save_generator  # noqa: E402
 from .nets.generator import Generator  # noqa: E402
 from .obscure import obscure_face  # noqa: E402
-from .photo import anonymize_faces, anonymize_photo  # noqa: E402
+from .photo import anonymize_bytes, anonymize_faces, anonymize_photo  # noqa: E402
 from .swap import SwapModels, load_swap_models, swap_face  # noqa: E402
 from .types import AlignedFace, Face, FaceOutcome, Latent, PhotoReport, SwapResult  # noqa: E402
 
@@ -37,6 +38,7 @@ __all__ = [
     "PhotoConfig", "SwapConfig", "TrainConfig", "FaceDetector", "detect_faces", "resolve_device", "ConfigError",
     "DeidError", "InputError", "ModelError", "FaceSpec", "seed_ws", "synthesize", "read_image", "write_image",
     "load_generator", "save_generator", "Generator", "obscure_face", "anonymize_faces", "anonymize_photo",
+    "anonymize_bytes", "DatasetConfig", "DatasetSummary", "sanitize_dataset",
     "SwapModels", "load_swap_models", "swap_face", "AlignedFace", "Face", "FaceOutcome", "Latent", "PhotoReport",
     "SwapResult",
 ]

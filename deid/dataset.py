@@ -61,8 +61,8 @@ from .config import PhotoConfig
 from .detect import FaceDetector, detect_faces
 from .errors import ConfigError, DeidError, InputError, ModelError
 from .io.images import check_output_path, is_image_path, read_image, write_image
-from .photo import anonymize_faces
-from .swap import SwapModels, load_swap_models, swap_face
+from .photo import anonymize_faces, is_selected
+from .swap import SwapModels, load_swap_models
 from .types import Face, FaceOutcome
 
 if TYPE_CHECKING:
@@ -493,11 +493,6 @@ def cluster_identities(embeddings: np.ndarray, max_distance: float = CLUSTER_DIS
     return labels
 
 
-def _selected(number: int, config: PhotoConfig) -> bool:
-    """Whether face ``number`` (1-based) is anonymised under ``--only``/``--skip`` (as ``anonymize_faces``)."""
-    return (not config.only or number in config.only) and number not in config.skip
-
-
 def _identity_pass(config: DatasetConfig, images: list[str], run: "_Executor",
                    progress: Progress | None) -> tuple[dict[str, "_Found"], dict[str, str], int | None]:
     """Mode "swap" with a key: detect and describe every selected face, cluster, label each face by its cluster.
@@ -596,7 +591,7 @@ def _embed_file(tools: _Tools, rel: str) -> _Found:
     try:
         img = read_image(tools.config.in_dir / rel)
         faces = tuple(detect_faces(img.pixels, tools.detector()))
-        selected = tuple(i + 1 for i in range(len(faces)) if _selected(i + 1, tools.config.photo))
+        selected = tuple(i + 1 for i in range(len(faces)) if is_selected(i + 1, tools.config.photo))
         vectors = tools.judge().embed_batch(img.pixels, [faces[n - 1] for n in selected])
     except InputError as exc:
         return _Found(rel, error=exc.cause)
@@ -615,7 +610,7 @@ def _anonymise_file(tools: _Tools, job: _Job) -> FileResult:
         check_output_path(src, dst)
         img = read_image(src)
         faces = list(job.faces) if job.faces is not None else detect_faces(img.pixels, tools.detector())
-        out, outcomes = _anonymise_pixels(img.pixels, faces, job.labels, cfg.photo, models)
+        out, outcomes = anonymize_faces(img.pixels, faces, cfg.photo, models, clusters=job.labels)
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_image(out, dst, like=img)
     except InputError as exc:
@@ -628,28 +623,6 @@ def _anonymise_file(tools: _Tools, job: _Job) -> FileResult:
 
 def _internal_error(exc: Exception) -> str:
     return f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}"
-
-
-def _anonymise_pixels(pixels: np.ndarray, faces: list[Face], labels: tuple[str | None, ...] | None,
-                      config: PhotoConfig, models: SwapModels | None) -> tuple[np.ndarray, list[FaceOutcome]]:
-    """``anonymize_faces``, plus each face's identity-cluster label for the swap when there are labels.
-
-    The labelled path repeats ``anonymize_faces``'s order (small faces first) and selection; it goes away once
-    ``anonymize_faces`` can pass labels on itself.
-    """
-    if labels is None:
-        return anonymize_faces(pixels, faces, config, models)
-    out = pixels
-    results: dict[int, FaceOutcome] = {}
-    for i in sorted(range(len(faces)), key=lambda i: faces[i].size):
-        t0 = time.perf_counter()
-        swap, method = None, "kept"
-        if _selected(i + 1, config):
-            out, swap = swap_face(out, faces[i], models, config.swap, cluster=labels[i])
-            method = swap.method
-        results[i] = FaceOutcome(index=i + 1, face=faces[i], method=method, swap=swap,
-                                 time_ms=(time.perf_counter() - t0) * 1000)
-    return (out if out is not pixels else pixels.copy()), [results[i] for i in range(len(faces))]
 
 
 def _file_result(rel: str, outcomes: list[FaceOutcome]) -> FileResult:
@@ -763,13 +736,15 @@ _TASKS = {"embed": _embed_file, "anonymise": _anonymise_file}
 _WORKER_TOOLS: _Tools | None = None
 
 
-def _init_worker(config: DatasetConfig, threads: int) -> None:
+def _init_worker(config: DatasetConfig, threads: int, parent: int) -> None:
     import torch
 
     global _WORKER_TOOLS
     torch.set_num_threads(threads)
     _WORKER_TOOLS = _Tools(config)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="deid-parent-watch", daemon=True).start()
+    # ``parent`` comes from the main process: os.getppid() here would already name init if the main process died
+    # while this worker was still starting
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="deid-parent-watch", daemon=True).start()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -805,7 +780,7 @@ class _Executor:
             threads = max(1, torch.get_num_threads() // self.config.workers)  # no oversubscription of the cores
             ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and CUDA state
             self._pool = ProcessPoolExecutor(self.config.workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(self.config, threads))
+                                             initargs=(self.config, threads, os.getpid()))
         return self
 
     def map(self, kind: str, args: list[tuple]) -> Iterator:

@@ -23,7 +23,8 @@ __all__ = ["anonymize_faces", "anonymize_photo", "anonymize_bytes", "AnonymizedP
 
 
 def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig,
-                    models: SwapModels | None = None) -> tuple[np.ndarray, list[FaceOutcome]]:
+                    models: SwapModels | None = None,
+                    clusters: tuple[str | None, ...] | None = None) -> tuple[np.ndarray, list[FaceOutcome]]:
     """Anonymise the selected ``faces`` of ``pixels`` (``[H, W, 3]`` uint8 RGB); the input array is not modified.
 
     Args:
@@ -31,6 +32,8 @@ def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig,
         faces: its detections, largest first (``detect_faces``).
         config: mode, selection and swap settings.
         models: loaded swap models; required for mode "swap".
+        clusters: per face, an identity-cluster label (``deid dataset --key``: the same person across images gets
+            the same synthetic person); None = no clusters.
 
     Returns:
         The new image and one ``FaceOutcome`` per face, in number order.
@@ -44,12 +47,12 @@ def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig,
     for i in order:
         face, number = faces[i], i + 1
         t0 = time.perf_counter()
-        selected = (not config.only or number in config.only) and number not in config.skip
+        selected = is_selected(number, config)
         swap = None
         if not selected:
             method = "kept"
         elif config.mode == "swap":
-            out, swap = swap_face(out, face, models, config.swap)
+            out, swap = swap_face(out, face, models, config.swap, cluster=None if clusters is None else clusters[i])
             method = swap.method
         else:
             out = obscure_face(out, face, config.mode, scale=config.obscure_scale)
@@ -58,6 +61,11 @@ def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig,
                                  time_ms=(time.perf_counter() - t0) * 1000)
     outcomes = [results[i] for i in range(len(faces))]
     return (out if out is not pixels else pixels.copy()), outcomes
+
+
+def is_selected(number: int, config: PhotoConfig) -> bool:
+    """Whether face ``number`` (1-based, largest first) is anonymised under ``--only``/``--skip``."""
+    return (not config.only or number in config.only) and number not in config.skip
 
 
 def _anonymize_loaded(img: LoadedImage, detector: FaceDetector, config: PhotoConfig, models: SwapModels | None,
