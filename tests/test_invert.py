@@ -76,3 +76,14 @@ def test_cli_invert(models, astronaut, tmp_path):
     z = np.load(out)
     assert z["ws"].shape == (1, 8, 32) and z["boxes"].shape == (1, 4) and z["landmarks"].shape == (1, 5, 2)
     assert (recon / "face_1.png").is_file()
+
+
+def test_shipped_encoder_is_tied_to_shipped_generator():
+    """The shipped pair loads together (re-exporting the generator without retraining the encoder fails here)."""
+    from deid.io.weights import default_model_path, load_generator
+
+    gpath = default_model_path("deid64.safetensors")
+    E = load_encoder(default_model_path("deid64-encoder.safetensors"), generator_path=gpath)
+    G = load_generator(gpath)
+    ws, _, attrs = E(torch.zeros(1, 3, G.img_resolution, G.img_resolution), w_avg=G.mapping.w_avg)
+    assert ws.shape == (1, G.num_ws, G.w_dim) and torch.isfinite(ws).all() and attrs.shape == (1, 2)
