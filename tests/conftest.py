@@ -190,3 +190,19 @@ def scene_1080p_small_faces(scene_1080p_small, face_detector) -> list[Face]:
 def scene_2160p_small(astronaut, astronaut_face) -> Scene:
     """3840x2160 with five faces of 20..24 px, found only by the tiled small-face pass."""
     return compose_scene(astronaut, astronaut_face, (2160, 3840), SCENE_2160P_SMALL, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_swap_models():
+    """Random tiny generator (32 px, conditional) + encoder + the real dlib identity judge (swap tests)."""
+    from deid.config import EncoderConfig, GeneratorConfig
+    from deid.eval.identity import IdentityJudge
+    from deid.nets.encoder import Encoder
+    from deid.nets.generator import Generator
+    from deid.swap import SwapModels
+    import torch
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.preset("tiny32", c_dim=2, c_labels=("female", "age"))).eval()
+    E = Encoder(EncoderConfig.for_generator(G.cfg, channel_base=256, channel_max=32)).eval()
+    return SwapModels(G=G, E=E, judge=IdentityJudge.default())

@@ -16,7 +16,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from conftest import compose_scene
 from PIL import Image
@@ -26,14 +25,12 @@ from deid.cli.dataset import SHARED_PHOTO_OPTIONS
 from deid.cli.dataset import dataset as dataset_command
 from deid.cli.main import main
 from deid.cli.photo import photo as photo_command
-from deid.config import DetectConfig, EncoderConfig, GeneratorConfig, PhotoConfig, SwapConfig
+from deid.config import DetectConfig, PhotoConfig, SwapConfig
 from deid.dataset import ERRORS_NAME, JOURNAL_NAME, SUMMARY_NAME, DatasetConfig, cluster_identities, sanitize_dataset
 from deid.errors import ConfigError
 from deid.eval.identity import IdentityJudge
 from deid.invert import save_encoder
 from deid.io.weights import save_generator
-from deid.nets.encoder import Encoder
-from deid.nets.generator import Generator
 from deid.swap import SwapModels
 
 FAST = ["--mode", "blur", "--min-face", "40", "--device", "cpu"]  # min-face 40: no small-face tiles, fast detection
@@ -42,11 +39,8 @@ RUN_FILES = {JOURNAL_NAME, SUMMARY_NAME, ERRORS_NAME}
 
 
 @pytest.fixture(scope="module")
-def tiny_models():
-    torch.manual_seed(0)
-    G = Generator(GeneratorConfig.preset("tiny32", c_dim=2, c_labels=("female", "age"))).eval()
-    E = Encoder(EncoderConfig.for_generator(G.cfg, channel_base=256, channel_max=32)).eval()
-    return SwapModels(G=G, E=E, judge=IdentityJudge.default())
+def tiny_models(tiny_swap_models):
+    return tiny_swap_models
 
 
 def _scene(astronaut, astronaut_face, i: int) -> np.ndarray:

@@ -80,14 +80,19 @@ def _wait_until(cond, timeout: float = TIMEOUT) -> None:
 
 
 @contextmanager
-def _worker_blocked(live: LiveServer):
-    """Occupy the generator thread, so that requests pile up in the queue until the block ends."""
+def _executor_blocked(executor):
+    """Occupy a worker's one thread (test-only access), so that requests pile up until the block ends."""
     release = threading.Event()
-    live.app.state.batcher._executor.submit(release.wait, TIMEOUT)  # the worker's one thread; test-only access
+    executor.submit(release.wait, TIMEOUT)
     try:
         yield
     finally:
         release.set()
+
+
+def _worker_blocked(live: LiveServer):
+    """Block the generator thread."""
+    return _executor_blocked(live.app.state.batcher._executor)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ pytest.importorskip("uvicorn")
 
 from conftest import compose_scene
 from test_io_images import BAD_FILES
-from test_server import LiveServer, _wait_until
+from test_server import LiveServer, _executor_blocked, _wait_until
 
 from deid.cli.main import main
 from deid.config import EncoderConfig, GeneratorConfig, ServerConfig
@@ -385,15 +385,9 @@ def test_missing_photo_wrong_content_type_and_broken_multipart(client):
 # One photo at a time, the rest of the API stays responsive
 
 
-@contextmanager
 def _anonymizer_blocked(live: LiveServer):
-    """Occupy the anonymize thread, so that uploads wait until the block ends."""
-    release = threading.Event()
-    live.app.state.anonymizer._executor.submit(release.wait, TIMEOUT)  # the worker's one thread; test-only access
-    try:
-        yield
-    finally:
-        release.set()
+    """Block the anonymize thread, so that uploads wait until the block ends."""
+    return _executor_blocked(live.app.state.anonymizer._executor)
 
 
 def test_busy_anonymizer_is_503_and_health_and_generate_stay_responsive(live, client):

@@ -7,21 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from deid.config import EncoderConfig, GeneratorConfig, PhotoConfig, SwapConfig
+from deid.config import PhotoConfig, SwapConfig
 from deid.errors import ConfigError
-from deid.eval.identity import IdentityJudge
-from deid.nets.encoder import Encoder
-from deid.nets.generator import Generator
 from deid.photo import anonymize_faces
-from deid.swap import SwapModels, identity_seed, swap_face, swap_ws
+from deid.swap import identity_seed, swap_face, swap_ws
 
 
 @pytest.fixture(scope="module")
-def models():
-    torch.manual_seed(0)
-    G = Generator(GeneratorConfig.preset("tiny32", c_dim=2, c_labels=("female", "age"))).eval()
-    E = Encoder(EncoderConfig.for_generator(G.cfg, channel_base=256, channel_max=32)).eval()
-    return SwapModels(G=G, E=E, judge=IdentityJudge.default())
+def models(tiny_swap_models):
+    return tiny_swap_models
 
 
 def test_kept_rows_parse():
