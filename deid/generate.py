@@ -58,7 +58,7 @@ def labels_for(G: Generator, spec: FaceSpec) -> torch.Tensor | None:
 
 
 @lru_cache(maxsize=256)
-def _centre(G_id: int, c_key: tuple[float, ...], G: Generator) -> torch.Tensor:
+def _centre(G: Generator, c_key: tuple[float, ...]) -> torch.Tensor:
     c = torch.tensor([c_key], dtype=torch.float32, device=G.mapping.w_avg.device)
     return G.mean_w(c, num_samples=1024)[0]
 
@@ -68,7 +68,7 @@ def truncation_centre(G: Generator, c: torch.Tensor | None) -> torch.Tensor:
     if c is None or G.c_dim == 0:
         return G.mapping.w_avg
     key = tuple(round(float(v), 4) for v in c.reshape(-1))
-    return _centre(id(G), key, G)
+    return _centre(G, key)
 
 
 @torch.no_grad()

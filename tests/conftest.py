@@ -206,3 +206,12 @@ def tiny_swap_models():
     G = Generator(GeneratorConfig.preset("tiny32", c_dim=2, c_labels=("female", "age"))).eval()
     E = Encoder(EncoderConfig.for_generator(G.cfg, channel_base=256, channel_max=32)).eval()
     return SwapModels(G=G, E=E, judge=IdentityJudge.default())
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    """HTTP client of the module's ``live`` server (tests/test_server*.py define ``live``)."""
+    import httpx
+
+    with httpx.Client(base_url=live.base_url, timeout=60.0) as c:  # a swap of three faces takes seconds on 1 CPU thread
+        yield c

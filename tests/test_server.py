@@ -115,12 +115,6 @@ def live(tiny_model) -> LiveServer:
         yield server
 
 
-@pytest.fixture(scope="module")
-def client(live) -> httpx.Client:
-    with httpx.Client(base_url=live.base_url, timeout=TIMEOUT) as c:
-        yield c
-
-
 def _generate(client: httpx.Client, **body) -> dict:
     r = client.post("/v1/faces/generate", json=body)
     assert r.status_code == 200, r.text

@@ -85,12 +85,6 @@ def live(tiny_pair) -> LiveServer:
 
 
 @pytest.fixture(scope="module")
-def client(live) -> httpx.Client:
-    with httpx.Client(base_url=live.base_url, timeout=TIMEOUT) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def group(astronaut, astronaut_face) -> np.ndarray:
     """``[360, 640, 3]`` uint8: three faces of 130, 90 and 70 px."""
     return compose_scene(astronaut, astronaut_face, (360, 640), PLACEMENTS, seed=5).image
