@@ -330,3 +330,44 @@ class PhotoConfig:
         _check(all(i >= 1 for i in self.only + self.skip), "face numbers start at 1")
         _check(not (set(self.only) & set(self.skip)), "a face number cannot be in both --only and --skip")
         _check(1.0 <= self.obscure_scale <= 3.0, "obscure_scale must be in [1, 3]")
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Face tracking between detection frames of a video (``deid.track``)."""
+
+    match_iou: float = 0.3  # a detection continues a track when their boxes overlap at least this much (IoU)
+    grace: int = 2  # detection frames a track may miss before it ends (it is "uncertain", so blurred, meanwhile)
+    min_cutoff: float = 1.0  # One-Euro filter: cutoff frequency (Hz) while the face is still; lower = smoother
+    beta: float = 0.02  # One-Euro filter: how fast the cutoff rises with speed (per % of face size / s)
+    flow_points: int = 40  # points followed by optical flow inside a box between detections
+    min_inliers: int = 6  # fewer consistent flow points than this: the track is uncertain for the frame
+
+    def __post_init__(self):
+        _check(0 < self.match_iou < 1, "match_iou must be in (0, 1)")
+        _check(self.grace >= 0, "grace must be >= 0")
+        _check(self.min_cutoff > 0 and self.beta >= 0, "min_cutoff must be > 0 and beta >= 0")
+        _check(self.flow_points >= 4 and self.min_inliers >= 3, "flow_points >= 4 and min_inliers >= 3")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Video anonymisation (``deid video``)."""
+
+    photo: PhotoConfig = field(default_factory=PhotoConfig)  # mode, detection and swap settings, as for photos
+    detect_every: int = 3  # run the detector on every Nth frame (and the last); optical flow in between
+    track: TrackConfig = field(default_factory=TrackConfig)
+    latent_smoothing: float = 0.5  # weight of the previous frame in the running average of the kept W+ rows
+    guard_every: int = 30  # frames between identity-guard re-checks of a swapped track (0 = only at its start)
+    uncertain_mode: str = "blur"  # what an uncertain track position gets (never left as it was)
+    codec: str | None = None  # video codec; None = libx264 (libvpx-vp9 for .webm)
+    crf: int = 18  # constant rate factor (quality; lower = better, larger files)
+    preset: str = "veryfast"  # x264/x265 speed preset
+    audio: bool = True  # copy the audio track
+
+    def __post_init__(self):
+        _check(self.detect_every >= 1, "detect_every must be >= 1")
+        _check(0 <= self.latent_smoothing < 1, "latent_smoothing must be in [0, 1)")
+        _check(self.guard_every >= 0, "guard_every must be >= 0")
+        _check(self.uncertain_mode in ("blur", "pixelate", "solid"), "uncertain_mode must be blur, pixelate or solid")
+        _check(0 <= self.crf <= 63, "crf must be in [0, 63]")

@@ -40,8 +40,9 @@ def _register() -> None:
     from .photo import photo
     from .serve import serve
     from .train import data, train
+    from .video import video
 
-    for cmd in (convert, dataset, eval_group, faces, generate, invert, photo, serve, data, train):
+    for cmd in (convert, dataset, eval_group, faces, generate, invert, photo, serve, data, train, video):
         main.add_command(cmd)
 
 

@@ -1,0 +1,358 @@
+"""Video anonymisation: decode -> detect every Nth frame, track in between -> anonymise every track -> encode.
+
+Built on the photo pipeline's pieces (detector, swap models, blending, obscuring) with what video needs on top:
+
+* **No leaks.** Every detection starts or continues a track, and a track lives on by optical flow for a grace
+  period after its last detection. Frames between two detection frames are held back until the second one is
+  seen: a face first detected there is followed backwards through the held frames, so a face entering the picture
+  is covered from its first visible frame, not from the next detection. The last frame is always a detection frame.
+  A track whose position is uncertain (missed detection, flow lost) is blurred, never left as it was.
+* **One synthetic person per track.** The track's first frame fixes its labels (gender, age), its identity seed and
+  the identity rows of W+; the identity guard checks it then and again every ``guard_every`` frames, and a track
+  that still looks like the original falls back to ``SwapConfig.fallback`` for the rest of the video.
+* **No flicker, no jitter.** Landmarks are One-Euro filtered (``deid.track``) before alignment; the kept W+ rows
+  (pose, lighting) are a running average over frames; noise is constant; grain follows the frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .align import align_face
+from .blend import blend_face
+from .config import VideoConfig
+from .detect import FaceDetector, detect_faces
+from .io.images import check_output_path, to_tensor, to_uint8
+from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
+from .labels import decode_age
+from .obscure import obscure_face
+from .swap import SwapModels, identity_seed, swap_ws
+from .track import FaceTracker, TrackedFace, backtrack
+from .types import Face
+
+__all__ = ["TrackReport", "VideoReport", "anonymize_video", "plan_video_outputs", "report_path"]
+
+
+@dataclass
+class TrackReport:
+    """What happened to one track (one person's appearance) in a video."""
+
+    track_id: int
+    first_frame: int
+    last_frame: int
+    frames: int = 0  # frames the track was anonymised in
+    detected: int = 0  # of which the detector confirmed the face
+    backfilled: int = 0  # frames before its first detection, recovered by backward flow
+    uncertain: int = 0  # frames blurred because the position was uncertain
+    method: str = ""  # "swap", or the mode used (blur/pixelate/solid; a swap's fallback after the guard)
+    seed: int = -1  # identity seed of the synthetic person; -1 when not swapped
+    tries: int = 0  # identities tried at the start
+    female: float = float("nan")  # encoder's estimate at the track's start
+    age: float = float("nan")
+    guard_checks: int = 0
+    min_identity_distance: float = float("nan")  # smallest original <-> output distance of the accepted identity
+    fallback_frame: int = -1  # frame where the guard switched the track to the fallback; -1 = never
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("track_id", "first_frame", "last_frame", "frames", "detected", "backfilled",
+                                            "uncertain", "method", "seed", "tries", "guard_checks", "fallback_frame")}
+        for k in ("female", "age", "min_identity_distance"):
+            v = getattr(self, k)
+            d[k] = None if v != v else round(float(v), 4)
+        return d
+
+
+@dataclass
+class VideoReport:
+    """Result of anonymising one video."""
+
+    source: str
+    output: str
+    info: VideoInfo
+    frames: int = 0  # frames written
+    detection_frames: int = 0
+    frames_with_faces: int = 0
+    face_frames: int = 0  # (track, frame) pairs anonymised
+    uncertain_face_frames: int = 0  # of which blurred for an uncertain position
+    fallback_face_frames: int = 0  # of which obscured because the swap's guard rejected it
+    tracks: list[TrackReport] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        total = self.timings_s.get("total", 0.0)
+        return self.frames / total if total > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "output": self.output, "input": self.info.to_dict(), "frames": self.frames,
+                "detection_frames": self.detection_frames, "frames_with_faces": self.frames_with_faces,
+                "face_frames": self.face_frames, "uncertain_face_frames": self.uncertain_face_frames,
+                "fallback_face_frames": self.fallback_face_frames, "processing_fps": round(self.fps, 2),
+                "tracks": [t.to_dict() for t in self.tracks],
+                "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()}, "warnings": self.warnings}
+
+
+@dataclass
+class _SwapState:
+    """The synthetic person of one track."""
+
+    new_ws: torch.Tensor  # [1, num_ws, w_dim]: identity rows fixed for the track
+    kept: torch.Tensor | None  # running average of the kept rows
+    seed: int
+    frames_since_check: int = 0
+
+
+@dataclass
+class _Held:
+    frame: VideoFrame
+    gray: np.ndarray
+    faces: list[TrackedFace]
+    backfilled: list[tuple[int, Face]] = field(default_factory=list)
+
+
+def _with_last(it: Iterator[VideoFrame]) -> Iterator[tuple[VideoFrame, bool]]:
+    prev = None
+    for x in it:
+        if prev is not None:
+            yield prev, False
+        prev = x
+    if prev is not None:
+        yield prev, True
+
+
+def _union(a: Face, b: Face) -> Face:
+    box = np.concatenate([np.minimum(a.box[:2], b.box[:2]), np.maximum(a.box[2:], b.box[2:])])
+    return Face(box=box, score=a.score, landmarks=a.landmarks)
+
+
+class _Anonymizer:
+    """Per-video state: tracks' synthetic identities and the report counters."""
+
+    def __init__(self, config: VideoConfig, models: SwapModels | None, report: VideoReport):
+        self.cfg, self.models, self.report = config, models, report
+        self.swap_cfg = config.photo.swap
+        self.states: dict[int, _SwapState | str] = {}  # track -> swap state, or the obscure mode it fell back to
+        self.tracks: dict[int, TrackReport] = {}
+        self.keep_rows: list[int] = []
+        if models is not None:
+            self.keep_rows = list(self.swap_cfg.kept_rows(models.G.num_ws))
+
+    def _track(self, track_id: int, index: int) -> TrackReport:
+        tr = self.tracks.get(track_id)
+        if tr is None:
+            tr = self.tracks[track_id] = TrackReport(track_id, first_frame=index, last_frame=index)
+        tr.last_frame = index
+        return tr
+
+    def frame(self, frame: VideoFrame, faces: list[TrackedFace], backfilled: list[tuple[int, Face]]) -> np.ndarray:
+        out = frame.pixels
+        items = [(tf.track_id, tf.face, tf.status, tf.raw) for tf in faces]
+        items += [(tid, f, "backfilled", f) for tid, f in backfilled]
+        if items:
+            self.report.frames_with_faces += 1
+        # small faces first, so that a large face's blend is not undone by a later paste beside it
+        for track_id, face, status, raw in sorted(items, key=lambda x: x[1].size):
+            tr = self._track(track_id, frame.index)
+            tr.frames += 1
+            tr.detected += status == "detected"
+            tr.backfilled += status == "backfilled"
+            self.report.face_frames += 1
+            out = self._face(out, frame, track_id, face, status, raw, tr)
+        return out if out is not frame.pixels else frame.pixels.copy()
+
+    def _face(self, out: np.ndarray, frame: VideoFrame, track_id: int, face: Face, status: str, raw: Face,
+              tr: TrackReport) -> np.ndarray:
+        scale = self.cfg.photo.obscure_scale
+        mode = self.cfg.photo.mode
+        if status == "uncertain":
+            tr.uncertain += 1
+            self.report.uncertain_face_frames += 1
+            return obscure_face(out, _union(face, raw), self.cfg.uncertain_mode, scale=scale)
+        if mode != "swap":
+            tr.method = mode
+            return obscure_face(out, _union(face, raw), mode, scale=scale)
+        state = self.states.get(track_id)
+        if state is None:
+            out, state = self._start(out, frame, face, tr)
+            self.states[track_id] = state
+            if isinstance(state, str):
+                self.report.fallback_face_frames += 1
+            return out
+        if isinstance(state, str):
+            self.report.fallback_face_frames += 1
+            return obscure_face(out, _union(face, raw), state, scale=scale)
+        return self._swap(out, frame, face, raw, state, tr, track_id)
+
+    @torch.no_grad()
+    def _encode(self, pixels: np.ndarray, face: Face):
+        G, E, dev = self.models.G, self.models.E, self.models.device
+        aligned = align_face(pixels, face, G.img_resolution, G.cfg.align_template)
+        ws, _, attrs = E(to_tensor(aligned.image).to(dev), w_avg=G.mapping.w_avg)
+        return aligned, ws, attrs
+
+    @torch.no_grad()
+    def _render(self, pixels: np.ndarray, aligned, ws: torch.Tensor, grain_seed: int) -> np.ndarray:
+        img = self.models.G.synthesis(ws, noise_mode="const")
+        return blend_face(pixels, to_uint8(img[0]), aligned.image, aligned.matrix, seed=grain_seed)
+
+    def _start(self, out: np.ndarray, frame: VideoFrame, face: Face, tr: TrackReport):
+        """First frame of a track: labels, identity seed, guard; returns the frame and the track's state."""
+        G, judge, cfg = self.models.G, self.models.judge, self.swap_cfg
+        aligned, ws, attrs = self._encode(out, face)
+        female = float(torch.sigmoid(attrs[0, 0]))
+        age_code = float(attrs[0, 1].clamp(0, 1.05))
+        tr.female, tr.age = female, float(decode_age(age_code))
+        c = None
+        if G.c_dim:
+            c = torch.tensor([[round(female), age_code]], dtype=torch.float32, device=ws.device)
+        original = judge.embed(out, face.box)
+        for attempt in range(cfg.max_tries):
+            seed = identity_seed(cfg, aligned.image, original, attempt)
+            new_ws = swap_ws(G, ws, c, seed, cfg)
+            result = self._render(out, aligned, new_ws, seed ^ frame.index)
+            dist = judge.distance(original, judge.embed(result, face.box))
+            tr.tries, tr.guard_checks = attempt + 1, tr.guard_checks + 1
+            if dist >= cfg.threshold:
+                tr.method, tr.seed, tr.min_identity_distance = "swap", seed, dist
+                kept = new_ws[:, self.keep_rows].clone() if self.keep_rows else None
+                return result, _SwapState(new_ws=new_ws, kept=kept, seed=seed)
+        tr.method, tr.fallback_frame = cfg.fallback, frame.index
+        return obscure_face(out, face, cfg.fallback, scale=self.cfg.photo.obscure_scale), cfg.fallback
+
+    def _swap(self, out: np.ndarray, frame: VideoFrame, face: Face, raw: Face, state: _SwapState, tr: TrackReport,
+              track_id: int) -> np.ndarray:
+        aligned, ws, _ = self._encode(out, face)
+        new = state.new_ws.clone()
+        if self.keep_rows:
+            a = self.cfg.latent_smoothing
+            state.kept = ws[:, self.keep_rows] if state.kept is None else state.kept * a + ws[:, self.keep_rows] * (1 - a)
+            new[:, self.keep_rows] = state.kept
+        result = self._render(out, aligned, new, state.seed ^ frame.index)
+        state.frames_since_check += 1
+        every = self.cfg.guard_every
+        if every and state.frames_since_check >= every:
+            state.frames_since_check = 0
+            judge = self.models.judge
+            original = judge.embed(out, face.box)
+            dist = judge.distance(original, judge.embed(result, face.box))
+            tr.guard_checks += 1
+            tr.min_identity_distance = min(tr.min_identity_distance, dist)
+            if dist < self.swap_cfg.threshold:  # the synthetic face drifted toward the original: fail closed
+                mode = self.swap_cfg.fallback
+                self.states[track_id] = mode
+                tr.method, tr.fallback_frame = mode, frame.index
+                self.report.fallback_face_frames += 1
+                return obscure_face(out, _union(face, raw), mode, scale=self.cfg.photo.obscure_scale)
+        return result
+
+
+def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector, config: VideoConfig,
+                    models: SwapModels | None = None, info: VideoInfo | None = None,
+                    progress: Callable[[int], None] | None = None) -> VideoReport:
+    """Anonymise every face of the video ``src`` into ``dst`` (same resolution, timestamps, rotation and audio).
+
+    Args:
+        src: the input video (never modified).
+        dst: the output path; its suffix picks the container. Written atomically.
+        detector: a loaded ``FaceDetector`` (its config sets the smallest face and thresholds).
+        config: video settings; ``config.photo`` carries the mode and the swap settings.
+        models: loaded swap models; required for mode "swap".
+        info: ``probe_video(src)`` when already known.
+        progress: called with the number of frames written since the previous call.
+
+    Raises:
+        InputError: ``src`` cannot be decoded (also part-way: the partial output is removed), or ``dst`` would
+            overwrite it.
+    """
+    if config.photo.mode == "swap" and models is None:
+        raise ValueError("mode 'swap' needs SwapModels (deid.swap.load_swap_models)")
+    check_output_path(src, dst)
+    t_start = time.perf_counter()
+    info = info or probe_video(src)
+    report = VideoReport(source=str(src), output=str(dst), info=info)
+    t = {"decode": 0.0, "detect": 0.0, "track": 0.0, "anonymize": 0.0, "encode": 0.0}
+    tracker = FaceTracker(config.track)
+    anon = _Anonymizer(config, models, report)
+    held: list[_Held] = []
+    with VideoWriter(src, dst, info, codec=config.codec, crf=config.crf, preset=config.preset,
+                     audio=config.audio) as writer:
+
+        def emit(h: _Held) -> None:
+            t0 = time.perf_counter()
+            pixels = anon.frame(h.frame, h.faces, h.backfilled)
+            t1 = time.perf_counter()
+            writer.write(pixels, h.frame.pts)
+            t["anonymize"] += t1 - t0
+            t["encode"] += time.perf_counter() - t1
+            report.frames += 1
+            if progress is not None:
+                progress(1)
+
+        frames = read_frames(src)
+        t0 = time.perf_counter()
+        for frame, last in _with_last(frames):
+            t["decode"] += time.perf_counter() - t0
+            is_det = frame.index % config.detect_every == 0 or last
+            dets = None
+            if is_det:
+                t0 = time.perf_counter()
+                dets = detect_faces(frame.pixels, detector)
+                t["detect"] += time.perf_counter() - t0
+                report.detection_frames += 1
+            t0 = time.perf_counter()
+            gray = FaceTracker.gray(frame.pixels)
+            live = tracker.step(frame.pixels, frame.time, dets, gray=gray)
+            current = _Held(frame, gray, live)
+            if is_det:
+                born = [tf for tf in live if tf.age == 0]
+                if born and held:  # follow new faces back through the held frames
+                    grays = [h.gray for h in held] + [gray]
+                    for tf in born:
+                        for h, pos in zip(held, backtrack(grays, tf.raw, config.track)):
+                            if pos is not None:
+                                h.backfilled.append((tf.track_id, pos))
+                t["track"] += time.perf_counter() - t0
+                for h in held:
+                    emit(h)
+                held = []
+                emit(current)
+            else:
+                t["track"] += time.perf_counter() - t0
+                held.append(current)
+            t0 = time.perf_counter()
+        for h in held:  # not reached: the last frame is a detection frame
+            emit(h)
+    report.tracks = [anon.tracks[k] for k in sorted(anon.tracks)]
+    if info.frames and report.frames < info.frames:
+        report.warnings.append(f"the header announces {info.frames} frames, {report.frames} decoded")
+    t["total"] = time.perf_counter() - t_start
+    report.timings_s = t
+    return report
+
+
+def report_path(output: Path) -> Path:
+    """Where the JSON report of an output video goes: beside it, ``<name>.json``."""
+    return output.with_name(output.name + ".json")
+
+
+def plan_video_outputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """Pair every input video with its output path under the folder ``out`` (folders walked and mirrored)."""
+    from .io.video import is_video_path
+
+    pairs = []
+    for src in inputs:
+        if src.is_dir():
+            for p in sorted(src.rglob("*")):
+                if p.is_file() and is_video_path(p) and out.resolve() not in p.resolve().parents \
+                        and not p.name.startswith("."):
+                    pairs.append((p, out / p.relative_to(src)))
+        else:
+            pairs.append((src, out / src.name))
+    return pairs
