@@ -101,11 +101,17 @@ class VideoReport:
 
 @dataclass
 class _SwapState:
-    """The synthetic person of one track."""
+    """The synthetic person of one track.
+
+    The kept W+ rows (pose, lighting) are encoded on detection frames only ("anchors", each a running average with
+    the previous one) and interpolated linearly for the frames in between, which are rendered after the next
+    anchor is known: the latent path is smooth and the encoder runs once per ``detect_every`` frames.
+    """
 
     new_ws: torch.Tensor  # [1, num_ws, w_dim]: identity rows fixed for the track
-    kept: torch.Tensor | None  # running average of the kept rows
     seed: int
+    prev: tuple[int, torch.Tensor | None]  # (frame index, kept rows) of the last anchor used
+    next: tuple[int, torch.Tensor | None] | None = None  # the coming anchor, once encoded
     frames_since_check: int = 0
 
 
@@ -222,18 +228,39 @@ class _Anonymizer:
             if dist >= cfg.threshold:
                 tr.method, tr.seed, tr.min_identity_distance = "swap", seed, dist
                 kept = new_ws[:, self.keep_rows].clone() if self.keep_rows else None
-                return result, _SwapState(new_ws=new_ws, kept=kept, seed=seed)
+                return result, _SwapState(new_ws=new_ws, seed=seed, prev=(frame.index, kept))
         tr.method, tr.fallback_frame = cfg.fallback, frame.index
         return obscure_face(out, face, cfg.fallback, scale=self.cfg.photo.obscure_scale), cfg.fallback
 
+    def anchor(self, frame: VideoFrame, faces: list[TrackedFace]) -> None:
+        """Encode the kept rows of every swapped track on a detection frame, before the held frames are rendered."""
+        if not self.keep_rows:
+            return
+        for tf in faces:
+            state = self.states.get(tf.track_id)
+            if isinstance(state, _SwapState) and tf.status != "uncertain" and frame.index > state.prev[0]:
+                _, ws, _ = self._encode(frame.pixels, tf.face)
+                state.next = (frame.index, self._smooth(state.prev[1], ws[:, self.keep_rows]))
+
+    def _smooth(self, prev: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+        a = self.cfg.latent_smoothing
+        return new if prev is None else prev * a + new * (1 - a)
+
     def _swap(self, out: np.ndarray, frame: VideoFrame, face: Face, raw: Face, state: _SwapState, tr: TrackReport,
               track_id: int) -> np.ndarray:
-        aligned, ws, _ = self._encode(out, face)
+        aligned = align_face(out, face, self.models.G.img_resolution, self.models.G.cfg.align_template)
         new = state.new_ws.clone()
         if self.keep_rows:
-            a = self.cfg.latent_smoothing
-            state.kept = ws[:, self.keep_rows] if state.kept is None else state.kept * a + ws[:, self.keep_rows] * (1 - a)
-            new[:, self.keep_rows] = state.kept
+            (i0, k0), nxt = state.prev, state.next
+            if nxt is not None and i0 < frame.index <= nxt[0]:
+                kept = torch.lerp(k0, nxt[1], (frame.index - i0) / (nxt[0] - i0))
+                if frame.index == nxt[0]:
+                    state.prev, state.next = nxt, None
+            else:  # no anchor ahead (the track was born in held frames, or lost its anchor): encode this frame
+                _, ws, _ = self._encode(out, face)
+                kept = self._smooth(k0, ws[:, self.keep_rows])
+                state.prev, state.next = (frame.index, kept), None
+            new[:, self.keep_rows] = kept
         result = self._render(out, aligned, new, state.seed ^ frame.index)
         state.frames_since_check += 1
         every = self.cfg.guard_every
@@ -255,7 +282,8 @@ class _Anonymizer:
 
 def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector, config: VideoConfig,
                     models: SwapModels | None = None, info: VideoInfo | None = None,
-                    progress: Callable[[int], None] | None = None) -> VideoReport:
+                    progress: Callable[[int], None] | None = None,
+                    observe: Callable[[int, list[tuple[int, Face, str]]], None] | None = None) -> VideoReport:
     """Anonymise every face of the video ``src`` into ``dst`` (same resolution, timestamps, rotation and audio).
 
     Args:
@@ -266,6 +294,8 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
         models: loaded swap models; required for mode "swap".
         info: ``probe_video(src)`` when already known.
         progress: called with the number of frames written since the previous call.
+        observe: called once per frame, in order, with the frame index and every anonymised face as
+            ``(track_id, smoothed face, status)``; status is "detected", "tracked", "uncertain" or "backfilled".
 
     Raises:
         InputError: ``src`` cannot be decoded (also part-way: the partial output is removed), or ``dst`` would
@@ -285,6 +315,9 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
                      audio=config.audio) as writer:
 
         def emit(h: _Held) -> None:
+            if observe is not None:
+                observe(h.frame.index, [(tf.track_id, tf.face, tf.status) for tf in h.faces]
+                        + [(tid, f, "backfilled") for tid, f in h.backfilled])
             t0 = time.perf_counter()
             pixels = anon.frame(h.frame, h.faces, h.backfilled)
             t1 = time.perf_counter()
@@ -319,6 +352,9 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
                             if pos is not None:
                                 h.backfilled.append((tf.track_id, pos))
                 t["track"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                anon.anchor(frame, live)
+                t["anonymize"] += time.perf_counter() - t0
                 for h in held:
                     emit(h)
                 held = []

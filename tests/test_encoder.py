@@ -66,3 +66,30 @@ def test_latent_loss_decreases(setup, tmp_path):
                               pixel_weight=0.0, latent_weight=1.0)
     stats = train_encoder(cfg, device=torch.device("cpu"), run_dir=tmp_path / "run")
     assert stats[-1].latent < stats[0].latent
+
+
+def test_train_encoder_init_starts_from_an_exported_encoder(setup, tmp_path):
+    import dataclasses
+
+    from deid.invert import save_encoder
+
+    cfg, _ = setup
+    cfg = dataclasses.replace(cfg, total_kimg=0.002, snapshot_kimg=0.002, seed=5)
+
+    def weights(run):
+        return {k[2:]: v for k, v in load_file(str(run / "checkpoint" / "nets.safetensors")).items()
+                if k.startswith("E.")}
+
+    train_encoder(cfg, device=torch.device("cpu"), run_dir=tmp_path / "first")
+    E = Encoder(EncoderConfig.for_generator(setup[1].cfg))
+    E.load_state_dict(weights(tmp_path / "first"))
+    save_encoder(E, tmp_path / "e.safetensors", dtype=torch.float32)
+    cfg2 = dataclasses.replace(cfg, seed=9)
+    train_encoder(cfg2, device=torch.device("cpu"), run_dir=tmp_path / "warm", init=tmp_path / "e.safetensors")
+    train_encoder(cfg2, device=torch.device("cpu"), run_dir=tmp_path / "cold")
+    ref = E.state_dict()
+
+    def dist(w):
+        return sum(float((w[k].float() - ref[k].float()).norm()) for k in ref)
+
+    assert dist(weights(tmp_path / "warm")) < 0.2 * dist(weights(tmp_path / "cold"))

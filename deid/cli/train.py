@@ -158,9 +158,11 @@ def export(run_dir: Path, out: Path, bundle: Path | None, fid: float | None, dis
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-resume", is_flag=True)
+@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from this exported encoder (one of an earlier snapshot of the same generator run).")
 @click.option("--device", default="auto", show_default=True)
 def train_encoder_cmd(data_path, generator, disc, run_dir, kimg, batch, lr, threads, precision, seed, no_resume,
-                      device) -> None:
+                      init, device) -> None:
     """Train (or resume) the inversion encoder for a generator.
 
     \b
@@ -176,7 +178,7 @@ def train_encoder_cmd(data_path, generator, disc, run_dir, kimg, batch, lr, thre
                              discriminator=str(disc or default_model_path("deid64-disc.safetensors")),
                              batch=batch, total_kimg=kimg, lr=lr, threads=threads, mixed_precision=precision, seed=seed)
     bar = tqdm(total=int(kimg * 1000), unit="img", desc="encoder", dynamic_ncols=True, unit_scale=True)
-    stats = train_encoder(cfg, device=resolve_device(device), run_dir=run_dir, resume=not no_resume,
+    stats = train_encoder(cfg, device=resolve_device(device), run_dir=run_dir, resume=not no_resume, init=init,
                           progress=lambda cur, total, rate: bar.update(cur - bar.n))
     bar.close()
     for s in stats[-3:]:

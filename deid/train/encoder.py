@@ -162,8 +162,13 @@ def train_encoder(
     resume: bool = True,
     progress: Callable[[int, int, float], None] | None = None,
     stop_after_kimg: float | None = None,
+    init: str | Path | None = None,
 ) -> list[EncoderStats]:
-    """Train (or resume) an encoder for ``cfg.generator`` in ``run_dir``; returns one entry per snapshot."""
+    """Train (or resume) an encoder for ``cfg.generator`` in ``run_dir``; returns one entry per snapshot.
+
+    ``init``: an exported encoder (of an earlier snapshot of the same generator run) whose weights start a new run;
+    ignored when the run folder has a checkpoint to resume.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -174,6 +179,13 @@ def train_encoder(
     tr = EncoderTrainer(cfg, G, D, data, device=device, generator_sha256=file_sha256(cfg.generator))
     if resume and (run_dir / "checkpoint" / "state.json").is_file():
         tr.load(run_dir / "checkpoint")
+    elif init is not None:
+        from ..invert import load_encoder
+
+        old = load_encoder(init)  # no generator check: the new generator is a later snapshot of the same run
+        if old.cfg.num_ws != G.num_ws or old.cfg.w_dim != G.w_dim or old.cfg.img_resolution != G.img_resolution:
+            raise DeidError(f"{init}: encoder does not fit the generator (num_ws, w_dim or resolution differ)")
+        tr.E.load_state_dict(old.state_dict())
     total = int(cfg.total_kimg * 1000)
     stop_at = total if stop_after_kimg is None else min(total, tr.cur_nimg + int(stop_after_kimg * 1000))
     snap = int(cfg.snapshot_kimg * 1000)
