@@ -121,7 +121,12 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
         out = blend_face(frame, synthetic, aligned.image, aligned.matrix, seed=seed)
         dist = judge.distance(original, judge.embed(out, face.box))
         if dist >= config.threshold:
-            return out, SwapResult("swap", attempt + 1, dist, female, float(decode_age(age_code)), seed)
+            # the encoder's attribute head on the anonymised face: did age and gender survive the swap?
+            _, _, after = E(to_tensor(align_face(out, face, G.img_resolution, G.cfg.align_template).image).to(dev),
+                            w_avg=G.mapping.w_avg)
+            return out, SwapResult("swap", attempt + 1, dist, female, float(decode_age(age_code)), seed,
+                                   female_after=float(torch.sigmoid(after[0, 0])),
+                                   age_after=float(decode_age(float(after[0, 1].clamp(0, 1.05)))))
     method = config.fallback
     out = obscure_face(frame, face, method)
     dist = judge.distance(original, judge.embed(out, face.box))

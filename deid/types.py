@@ -75,10 +75,15 @@ class SwapResult:
     female: float  # estimated probability that the person is female (encoder head); the new face keeps it
     age: float  # estimated age in years (encoder head); the new face keeps it
     seed: int  # seed of the accepted identity; -1 when the face fell back
+    female_after: float | None = None  # the same estimate on the anonymised face (None when it fell back)
+    age_after: float | None = None
 
     def to_dict(self) -> dict:
-        return {"tries": self.tries, "identity_distance": round(self.distance, 4), "female": round(self.female, 3),
-                "age": round(self.age, 1), "seed": self.seed}
+        d = {"tries": self.tries, "identity_distance": round(self.distance, 4), "female": round(self.female, 3),
+             "age": round(self.age, 1), "seed": self.seed}
+        if self.female_after is not None and self.age_after is not None:
+            d["after"] = {"female": round(self.female_after, 3), "age": round(self.age_after, 1)}
+        return d
 
 
 @dataclass(frozen=True)

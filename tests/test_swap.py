@@ -62,8 +62,11 @@ def test_guard_never_returns_a_matching_face(models, astronaut, astronaut_face):
     assert res.tries <= 2
     if res.method == "swap":
         assert res.distance >= 0.6 and res.seed >= 0
+        assert 0 <= res.female_after <= 1 and res.age_after > 0  # attributes of the anonymised face
+        assert set(res.to_dict()["after"]) == {"female", "age"}
     else:
         assert res.method in ("pixelate", "solid") and res.seed == -1
+        assert res.female_after is None and "after" not in res.to_dict()
     judge = models.judge
     d = judge.distance(judge.embed(astronaut, astronaut_face.box), judge.embed(out, astronaut_face.box))
     assert d == pytest.approx(res.distance, abs=1e-6)

@@ -211,3 +211,41 @@ def test_video_refuses_to_overwrite_its_input(clip, detector):
     with pytest.raises(InputError):
         anonymize_video(clip.path, clip.path, detector=detector, config=VideoConfig(photo=PhotoConfig(mode="blur")))
     assert av.open(str(clip.path)).streams.video[0].frames == 24
+
+
+@pytest.mark.parametrize("suffix, video_codec, audio_codec", [(".mp4", "h264", "aac"), (".webm", "vp9", "opus"),
+                                                              (".mkv", "h264", "pcm_s16le")])
+def test_audio_the_container_cannot_hold_is_reencoded(tmp_path, suffix, video_codec, audio_codec):
+    from fractions import Fraction
+
+    src = tmp_path / "pcm.mkv"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = out.add_stream("pcm_s16le", rate=16000)
+        a.layout = "mono"
+        for i in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+        tone = (np.sin(np.arange(6400) * 0.1) * 8000).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+        af.sample_rate, af.pts = 16000, 0
+        for p in a.encode(af):
+            out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    info = probe_video(src)
+    dst = tmp_path / f"out{suffix}"
+    with VideoWriter(src, dst, info) as w:
+        for f in read_frames(src):
+            w.write(f.pixels, f.pts)
+    again = probe_video(dst)
+    assert (again.codec, again.audio_codec) == (video_codec, audio_codec)
+    assert len(list(read_frames(dst))) == 10
+    with av.open(str(dst)) as c:
+        seconds = sum(fr.samples / fr.sample_rate for fr in c.decode(c.streams.audio[0]))
+    assert seconds == pytest.approx(0.4, abs=0.15)

@@ -97,6 +97,17 @@ class IdentityJudge:
         boxes = as_boxes(boxes)
         if len(boxes) == 0:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
+        # dlib copies the whole image into its own format on every call: hand it only the region around the
+        # faces (the 150 px chip with 25 % padding lies well inside a margin of one face size)
+        side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        h, w = image.shape[:2]
+        x0 = int(max(np.floor((boxes[:, 0] - side).min()), 0))
+        y0 = int(max(np.floor((boxes[:, 1] - side).min()), 0))
+        x1 = int(min(np.ceil((boxes[:, 2] + side).max()), w))
+        y1 = int(min(np.ceil((boxes[:, 3] + side).max()), h))
+        if x1 - x0 > 0 and y1 - y0 > 0 and (x1 - x0) * (y1 - y0) < 0.8 * h * w:
+            image = np.ascontiguousarray(image[y0:y1, x0:x1])
+            boxes = boxes - np.array([x0, y0, x0, y0], boxes.dtype)
         shapes = dlib.full_object_detections()
         for b in boxes:
             shapes.append(self.shape_predictor(image, dlib_rectangle(b)))

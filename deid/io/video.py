@@ -245,7 +245,9 @@ class VideoWriter:
         else:
             name = _AUDIO_FALLBACK.get(suffix, "aac")
             self._audio_out = self._container.add_stream(name, rate=a_in.codec_context.sample_rate or 48000)
-            self._audio_out.layout = a_in.codec_context.layout.name if a_in.codec_context.layout else "stereo"
+            channels = a_in.codec_context.channels or 2
+            # the default layout for that many channels ("1 channels", an unordered layout, is refused by AAC)
+            self._audio_out.layout = {1: "mono", 6: "5.1", 8: "7.1"}.get(channels, "stereo")
             self._transcode = True
         self._audio_packets = self._audio_in.demux(a_in)
 
