@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--check-every", type=int, default=1, help="re-detect leaks on every Nth output frame")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--dump-leaks", type=Path, help="folder: write input|output crops of leaked faces")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -100,6 +101,7 @@ def main() -> None:
     dst = list(read_frames(tmp / "out.mp4"))
     assert len(src) == len(dst) == frames_n, (len(src), len(dst))
     leaks, unchanged, redetected, face_frames = 0, 0, 0, 0
+    leak_where: dict[int, list[int]] = defaultdict(list)
     emb_in: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
     emb_out: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
     lm_in: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
@@ -130,6 +132,13 @@ def main() -> None:
                         e_out = judge.embed(b, found[m].box)
                         if judge.distance(e_in, e_out) < 0.6:
                             leaks += 1
+                            leak_where[j].append(i)
+                            if args.dump_leaks:
+                                import cv2
+
+                                x0, y0, x1, y1 = (found[m].box + [-20, -20, 20, 20]).astype(int).clip(0)
+                                cv2.imwrite(str(args.dump_leaks / f"leak-{i:04d}-{j}.png"), cv2.cvtColor(
+                                    np.concatenate([a[y0:y1, x0:x1], b[y0:y1, x0:x1]], 1), cv2.COLOR_RGB2BGR))
         for j, bx in truth:
             emb_in[j][i] = judge.embed(a, bx)
             emb_out[j][i] = judge.embed(b, bx)
@@ -157,7 +166,8 @@ def main() -> None:
         ("true face-frames checked", f"{face_frames}"),
         ("true faces left unchanged", f"{unchanged}"),
         ("faces re-detected in output", f"{redetected}"),
-        ("leaked faces (re-detected, same person)", f"{leaks}"),
+        ("leaked faces (re-detected, same person)", f"{leaks}" + "".join(
+            f"; face {j} ({MOVERS[j].source} {MOVERS[j].size:g} px) frames {v[:8]}" for j, v in sorted(leak_where.items()))),
         ("consecutive-frame id distance, output", f"{consecutive(emb_out):.3f}"),
         ("consecutive-frame id distance, input", f"{consecutive(emb_in):.3f}"),
         ("landmark jitter px, input detections", f"{mean_jitter(lm_in):.2f}"),

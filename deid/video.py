@@ -36,6 +36,13 @@ from .swap import SwapModels, identity_seed, swap_ws
 from .track import FaceTracker, TrackedFace, backtrack
 from .types import Face
 
+# One guard check stands for many frames of a moving face, and the judge's distance wanders between frames (about
+# 0.05 for large faces, more for small ones, where dlib sees few pixels): in video, a face must be this much
+# farther than SwapConfig.threshold, both when swapped and when obscured.
+GUARD_MARGIN_SMALL = 0.1  # faces under SMALL_FACE pixels
+GUARD_MARGIN = 0.05
+SMALL_FACE = 80
+
 __all__ = ["TrackReport", "VideoReport", "anonymize_video", "plan_video_outputs", "report_path"]
 
 
@@ -58,6 +65,7 @@ class TrackReport:
     guard_checks: int = 0
     min_identity_distance: float = float("nan")  # smallest original <-> output distance of the accepted identity
     fallback_frame: int = -1  # frame where the guard switched the track to the fallback; -1 = never
+    fallback_checks: int = field(default=0, repr=False)  # frames obscured as a fallback (re-check clock)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("track_id", "first_frame", "last_frame", "frames", "detected", "backfilled",
@@ -133,6 +141,10 @@ def _with_last(it: Iterator[VideoFrame]) -> Iterator[tuple[VideoFrame, bool]]:
         yield prev, True
 
 
+def _margin(face: Face) -> float:
+    return GUARD_MARGIN_SMALL if face.size < SMALL_FACE else GUARD_MARGIN
+
+
 def _union(a: Face, b: Face) -> Face:
     box = np.concatenate([np.minimum(a.box[:2], b.box[:2]), np.maximum(a.box[2:], b.box[2:])])
     return Face(box=box, score=a.score, landmarks=a.landmarks)
@@ -193,7 +205,13 @@ class _Anonymizer:
             return out
         if isinstance(state, str):
             self.report.fallback_face_frames += 1
-            return obscure_face(out, _union(face, raw), state, scale=scale)
+            result = obscure_face(out, _union(face, raw), state, scale=scale)
+            tr.fallback_checks += 1
+            every = self.cfg.guard_every
+            if state != "solid" and every and tr.fallback_checks % every == 0 and self._recognisable(out, result, face):
+                self.states[track_id] = tr.method = "solid"
+                result = obscure_face(out, _union(face, raw), "solid", scale=scale)
+            return result
         return self._swap(out, frame, face, raw, state, tr, track_id)
 
     @torch.no_grad()
@@ -225,12 +243,24 @@ class _Anonymizer:
             result = self._render(out, aligned, new_ws, seed ^ frame.index)
             dist = judge.distance(original, judge.embed(result, face.box))
             tr.tries, tr.guard_checks = attempt + 1, tr.guard_checks + 1
-            if dist >= cfg.threshold:
+            if dist >= cfg.threshold + _margin(face):
                 tr.method, tr.seed, tr.min_identity_distance = "swap", seed, dist
                 kept = new_ws[:, self.keep_rows].clone() if self.keep_rows else None
                 return result, _SwapState(new_ws=new_ws, seed=seed, prev=(frame.index, kept))
-        tr.method, tr.fallback_frame = cfg.fallback, frame.index
-        return obscure_face(out, face, cfg.fallback, scale=self.cfg.photo.obscure_scale), cfg.fallback
+        # as in photos: the fallback must not be recognisable either, else the face is filled
+        mode, scale = cfg.fallback, self.cfg.photo.obscure_scale
+        result = obscure_face(out, face, mode, scale=scale)
+        if mode != "solid" and self._recognisable(out, result, face):
+            mode = "solid"
+            result = obscure_face(out, face, mode, scale=scale)
+        tr.method, tr.fallback_frame = mode, frame.index
+        return result, mode
+
+    def _recognisable(self, before: np.ndarray, after: np.ndarray, face: Face) -> bool:
+        """Whether an obscured face is within ``threshold`` (plus the video margin) of the original."""
+        judge = self.models.judge
+        dist = judge.distance(judge.embed(before, face.box), judge.embed(after, face.box))
+        return dist < self.swap_cfg.threshold + _margin(face)
 
     def anchor(self, frame: VideoFrame, faces: list[TrackedFace]) -> None:
         """Encode the kept rows of every swapped track on a detection frame, before the held frames are rendered."""
@@ -271,12 +301,16 @@ class _Anonymizer:
             dist = judge.distance(original, judge.embed(result, face.box))
             tr.guard_checks += 1
             tr.min_identity_distance = min(tr.min_identity_distance, dist)
-            if dist < self.swap_cfg.threshold:  # the synthetic face drifted toward the original: fail closed
-                mode = self.swap_cfg.fallback
+            if dist < self.swap_cfg.threshold + _margin(face):  # drifted toward the original: fail closed
+                mode, scale = self.swap_cfg.fallback, self.cfg.photo.obscure_scale
+                result = obscure_face(out, _union(face, raw), mode, scale=scale)
+                if mode != "solid" and self._recognisable(out, result, face):
+                    mode = "solid"
+                    result = obscure_face(out, _union(face, raw), mode, scale=scale)
                 self.states[track_id] = mode
                 tr.method, tr.fallback_frame = mode, frame.index
                 self.report.fallback_face_frames += 1
-                return obscure_face(out, _union(face, raw), mode, scale=self.cfg.photo.obscure_scale)
+                return result
         return result
 
 
