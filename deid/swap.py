@@ -31,7 +31,7 @@ from .nets.generator import Generator
 from .obscure import obscure_face
 from .types import Face, SwapResult
 
-__all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face"]
+__all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws"]
 
 
 @dataclass
@@ -83,6 +83,28 @@ def identity_seed(config: SwapConfig, crop: np.ndarray, embedding: np.ndarray | 
 
 
 @torch.no_grad()
+def encode_crop(models: SwapModels, crop: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """W+ ``[1, num_ws, w_dim]`` and attributes ``[1, 2]`` (female logit, age code) of an aligned crop
+    ``[S, S, 3]`` uint8, float32 (computed under ``fast_inference``)."""
+    from .device import fast_inference
+
+    G = models.G
+    with fast_inference(models.device):
+        ws, _, attrs = models.E(to_tensor(crop).to(models.device), w_avg=G.mapping.w_avg)
+    return ws.float(), attrs.float()
+
+
+@torch.no_grad()
+def render_ws(models: SwapModels, ws: torch.Tensor) -> np.ndarray:
+    """The face of W+ ``ws`` ``[1, num_ws, w_dim]`` as ``[S, S, 3]`` uint8 RGB (const noise, ``fast_inference``)."""
+    from .device import fast_inference
+
+    with fast_inference(models.device):
+        img = models.G.synthesis(ws, noise_mode="const")
+    return to_uint8(img[0].float())
+
+
+@torch.no_grad()
 def swap_ws(G: Generator, ws: torch.Tensor, c: torch.Tensor | None, seed: int, config: SwapConfig) -> torch.Tensor:
     """New W+ ``[1, num_ws, w_dim]``: a fresh identity for labels ``c`` ``[1, c_dim]``, with the original rows of
     ``config.keep_layers`` from ``ws`` ``[1, num_ws, w_dim]``."""
@@ -104,10 +126,9 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     the same box; when every try stays within ``threshold``, the face is obscured with ``config.fallback``.
     ``cluster``: the face's identity-cluster label, used with ``config.key`` (see ``identity_seed``); None = none.
     """
-    G, E, judge, dev = models.G, models.E, models.judge, models.device
+    G, judge, dev = models.G, models.judge, models.device
     aligned = align_face(frame, face, G.img_resolution, G.cfg.align_template)
-    crop = to_tensor(aligned.image).to(dev)
-    ws, _, attrs = E(crop, w_avg=G.mapping.w_avg)
+    ws, attrs = encode_crop(models, aligned.image)
     female = float(torch.sigmoid(attrs[0, 0]))
     age_code = float(attrs[0, 1].clamp(0, 1.05))
     c = None
@@ -116,14 +137,12 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     original = judge.embed(frame, face.box)
     for attempt in range(config.max_tries):
         seed = identity_seed(config, aligned.image, original, attempt, cluster=cluster)
-        img = G.synthesis(swap_ws(G, ws, c, seed, config), noise_mode="const")
-        synthetic = to_uint8(img[0])
+        synthetic = render_ws(models, swap_ws(G, ws, c, seed, config))
         out = blend_face(frame, synthetic, aligned.image, aligned.matrix, seed=seed)
         dist = judge.distance(original, judge.embed(out, face.box))
         if dist >= config.threshold:
             # the encoder's attribute head on the anonymised face: did age and gender survive the swap?
-            _, _, after = E(to_tensor(align_face(out, face, G.img_resolution, G.cfg.align_template).image).to(dev),
-                            w_avg=G.mapping.w_avg)
+            _, after = encode_crop(models, align_face(out, face, G.img_resolution, G.cfg.align_template).image)
             return out, SwapResult("swap", attempt + 1, dist, female, float(decode_age(age_code)), seed,
                                    female_after=float(torch.sigmoid(after[0, 0])),
                                    age_after=float(decode_age(float(after[0, 1].clamp(0, 1.05)))))

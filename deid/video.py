@@ -16,6 +16,7 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,11 +29,11 @@ from .align import align_face
 from .blend import blend_face
 from .config import VideoConfig
 from .detect import FaceDetector, detect_faces
-from .io.images import check_output_path, to_tensor, to_uint8
+from .io.images import check_output_path
 from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
 from .labels import decode_age
 from .obscure import obscure_face
-from .swap import SwapModels, identity_seed, swap_ws
+from .swap import SwapModels, encode_crop, identity_seed, render_ws, swap_ws
 from .track import FaceTracker, TrackedFace, backtrack
 from .types import Face
 
@@ -72,7 +73,7 @@ class TrackReport:
                                             "uncertain", "method", "seed", "tries", "guard_checks", "fallback_frame")}
         for k in ("female", "age", "min_identity_distance"):
             v = getattr(self, k)
-            d[k] = None if v != v else round(float(v), 4)
+            d[k] = None if math.isnan(v) else round(float(v), 4)
         return d
 
 
@@ -216,15 +217,14 @@ class _Anonymizer:
 
     @torch.no_grad()
     def _encode(self, pixels: np.ndarray, face: Face):
-        G, E, dev = self.models.G, self.models.E, self.models.device
+        G = self.models.G
         aligned = align_face(pixels, face, G.img_resolution, G.cfg.align_template)
-        ws, _, attrs = E(to_tensor(aligned.image).to(dev), w_avg=G.mapping.w_avg)
+        ws, attrs = encode_crop(self.models, aligned.image)
         return aligned, ws, attrs
 
     @torch.no_grad()
     def _render(self, pixels: np.ndarray, aligned, ws: torch.Tensor, grain_seed: int) -> np.ndarray:
-        img = self.models.G.synthesis(ws, noise_mode="const")
-        return blend_face(pixels, to_uint8(img[0]), aligned.image, aligned.matrix, seed=grain_seed)
+        return blend_face(pixels, render_ws(self.models, ws), aligned.image, aligned.matrix, seed=grain_seed)
 
     def _start(self, out: np.ndarray, frame: VideoFrame, face: Face, tr: TrackReport):
         """First frame of a track: labels, identity seed, guard; returns the frame and the track's state."""

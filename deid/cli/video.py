@@ -96,7 +96,7 @@ def video(inputs, out, mode, detect_every, min_face, det_threshold, threshold, s
         bar = tqdm(total=info.frames or None, unit="frame", desc=f"[{k}/{len(todo)}] {src.name}", leave=True,
                    dynamic_ncols=True)
 
-        def progress(n: int) -> None:
+        def progress(n: int, bar=bar) -> None:
             nonlocal done_frames
             done_frames += n
             bar.update(n)
