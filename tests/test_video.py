@@ -249,3 +249,27 @@ def test_audio_the_container_cannot_hold_is_reencoded(tmp_path, suffix, video_co
     with av.open(str(dst)) as c:
         seconds = sum(fr.samples / fr.sample_rate for fr in c.decode(c.streams.audio[0]))
     assert seconds == pytest.approx(0.4, abs=0.15)
+
+
+def test_missed_detection_blurs_the_tracked_face_instead_of_leaving_it(clip, detector, tmp_path, monkeypatch):
+    import deid.video as video_mod
+
+    calls = {"n": 0}
+    real = video_mod.detect_faces
+
+    def flaky(pixels, det):  # the detector misses every face on its third call (frame 6)
+        calls["n"] += 1
+        return [] if calls["n"] == 3 else real(pixels, det)
+
+    monkeypatch.setattr(video_mod, "detect_faces", flaky)
+    seen: dict[int, set[str]] = {}
+    out = tmp_path / "flaky.mp4"
+    cfg = VideoConfig(photo=PhotoConfig(mode="pixelate"), detect_every=3)
+    rep = anonymize_video(clip.path, out, detector=detector, config=cfg,
+                          observe=lambda i, faces: seen.setdefault(i, {s for _, _, s in faces}))
+    assert seen[6] == {"uncertain"} and seen[7] - {"backfilled"} == {"uncertain"} and "detected" in seen[9]
+    assert rep.uncertain_face_frames >= 3 and sum(t.uncertain for t in rep.tracks) >= 3
+    src, dst = list(read_frames(clip.path)), list(read_frames(out))
+    for i in (6, 7, 8):
+        for _, box in clip.boxes[i]:
+            assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i} left as it was"
