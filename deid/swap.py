@@ -21,6 +21,7 @@ import torch
 from .align import align_face
 from .blend import blend_face
 from .config import SwapConfig
+from .directions import AttributeDirections, directions_path, load_directions
 from .generate import truncation_centre, z_from_seed
 from .invert import load_encoder
 from .io.images import to_tensor, to_uint8
@@ -42,18 +43,23 @@ class SwapModels:
     E: Encoder
     judge: object  # deid.eval.identity.IdentityJudge
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    directions: AttributeDirections | None = None  # gender/age in W, for a generator without label input
 
 
 def load_swap_models(generator: str | Path | None = None, encoder: str | Path | None = None, *,
                      device: torch.device | str = "cpu") -> SwapModels:
-    """Load generator, its encoder (refusing a mismatched pair) and the identity judge."""
+    """Load generator, its encoder (refusing a mismatched pair) and the identity judge; for a generator without
+    label input, also its attribute directions (``<name>.directions.safetensors``) when they exist."""
     from .eval.identity import IdentityJudge
 
     gpath = Path(generator) if generator else default_model_path("deid64.safetensors")
     epath = Path(encoder) if encoder else default_model_path("deid64-encoder.safetensors")
     G = load_generator(gpath, device=device)
     E = load_encoder(epath, generator_path=gpath, device=device)
-    return SwapModels(G=G, E=E, judge=IdentityJudge.default(), device=torch.device(device))
+    directions = None
+    if not G.c_dim and directions_path(gpath).is_file():
+        directions = load_directions(directions_path(gpath), w_dim=G.w_dim)
+    return SwapModels(G=G, E=E, judge=IdentityJudge.default(), device=torch.device(device), directions=directions)
 
 
 def identity_seed(config: SwapConfig, crop: np.ndarray, embedding: np.ndarray | None, attempt: int, *,
@@ -105,13 +111,21 @@ def render_ws(models: SwapModels, ws: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def swap_ws(G: Generator, ws: torch.Tensor, c: torch.Tensor | None, seed: int, config: SwapConfig) -> torch.Tensor:
+def swap_ws(G: Generator, ws: torch.Tensor, c: torch.Tensor | None, seed: int, config: SwapConfig, *,
+            directions: AttributeDirections | None = None) -> torch.Tensor:
     """New W+ ``[1, num_ws, w_dim]``: a fresh identity for labels ``c`` ``[1, c_dim]``, with the original rows of
-    ``config.keep_layers`` from ``ws`` ``[1, num_ws, w_dim]``."""
+    ``config.keep_layers`` from ``ws`` ``[1, num_ws, w_dim]``.
+
+    A generator without labels (``c`` None) with ``directions``: the new identity is moved along the gender and age
+    directions until its predicted gender and age equal those of the original (read off the mean of its W+ rows).
+    """
     z = z_from_seed(seed, G.z_dim).to(ws.device)
     new = G.mapping(z, c)
     if config.psi != 1:
         new = truncation_centre(G, c).lerp(new, config.psi)
+    if c is None and directions is not None:
+        female, age = directions.scores(ws.mean(dim=1))  # [1], [1]
+        new = directions.impose(new, female[:, None], age[:, None])
     keep = list(config.kept_rows(G.num_ws))
     new[:, keep] = ws[:, keep]
     return new
@@ -137,7 +151,7 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     original = judge.embed(frame, face.box)
     for attempt in range(config.max_tries):
         seed = identity_seed(config, aligned.image, original, attempt, cluster=cluster)
-        synthetic = render_ws(models, swap_ws(G, ws, c, seed, config))
+        synthetic = render_ws(models, swap_ws(G, ws, c, seed, config, directions=models.directions))
         out = blend_face(frame, synthetic, aligned.image, aligned.matrix, seed=seed)
         dist = judge.distance(original, judge.embed(out, face.box))
         if dist >= config.threshold:

@@ -239,7 +239,7 @@ class _Anonymizer:
         original = judge.embed(out, face.box)
         for attempt in range(cfg.max_tries):
             seed = identity_seed(cfg, aligned.image, original, attempt)
-            new_ws = swap_ws(G, ws, c, seed, cfg)
+            new_ws = swap_ws(G, ws, c, seed, cfg, directions=self.models.directions)
             result = self._render(out, aligned, new_ws, seed ^ frame.index)
             dist = judge.distance(original, judge.embed(result, face.box))
             tr.tries, tr.guard_checks = attempt + 1, tr.guard_checks + 1

@@ -33,6 +33,7 @@ def main(verbose: bool) -> None:
 def _register() -> None:
     from .convert import convert
     from .dataset import dataset
+    from .directions import directions
     from .eval import eval_group
     from .faces import faces
     from .generate import generate
@@ -42,7 +43,7 @@ def _register() -> None:
     from .train import data, train
     from .video import video
 
-    for cmd in (convert, dataset, eval_group, faces, generate, invert, photo, serve, data, train, video):
+    for cmd in (convert, dataset, directions, eval_group, faces, generate, invert, photo, serve, data, train, video):
         main.add_command(cmd)
 
 
