@@ -91,21 +91,21 @@ def identity_seed(config: SwapConfig, crop: np.ndarray, embedding: np.ndarray | 
 @torch.no_grad()
 def encode_crop(models: SwapModels, crop: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """W+ ``[1, num_ws, w_dim]`` and attributes ``[1, 2]`` (female logit, age code) of an aligned crop
-    ``[S, S, 3]`` uint8, float32 (computed under ``fast_inference``)."""
+    ``[S, S, 3]`` uint8, float32."""
     from .device import fast_inference
 
     G = models.G
-    with fast_inference(models.device):
+    with fast_inference(models.device, 1):
         ws, _, attrs = models.E(to_tensor(crop).to(models.device), w_avg=G.mapping.w_avg)
     return ws.float(), attrs.float()
 
 
 @torch.no_grad()
 def render_ws(models: SwapModels, ws: torch.Tensor) -> np.ndarray:
-    """The face of W+ ``ws`` ``[1, num_ws, w_dim]`` as ``[S, S, 3]`` uint8 RGB (const noise, ``fast_inference``)."""
+    """The face of W+ ``ws`` ``[1, num_ws, w_dim]`` as ``[S, S, 3]`` uint8 RGB (const noise)."""
     from .device import fast_inference
 
-    with fast_inference(models.device):
+    with fast_inference(models.device, ws.shape[0]):
         img = models.G.synthesis(ws, noise_mode="const")
     return to_uint8(img[0].float())
 

@@ -155,3 +155,21 @@ def test_modulated_conv_equals_per_sample_weights():
         assert torch.allclose(out[n : n + 1], F.conv2d(x[n : n + 1], wn, padding=1), atol=1e-5)
     up = ops.modulated_conv2d(x, w, s, up=2, padding=1, resample_filter=ops.setup_filter(), flip_weight=False)
     assert up.shape == (3, 5, 12, 12)
+
+
+def test_fast_inference_is_float32_for_single_faces_and_close_for_batches():
+    import contextlib
+
+    from deid.config import GeneratorConfig
+    from deid.device import fast_inference
+    from deid.generate import synthesize
+    from deid.nets.generator import Generator
+
+    assert isinstance(fast_inference("cpu", 1), contextlib.nullcontext)
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.preset("tiny32")).eval()
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(4, G.z_dim), None)
+    batched = synthesize(G, ws).astype(int)  # bf16 where the CPU has it
+    single = np.concatenate([synthesize(G, ws[i : i + 1]) for i in range(4)]).astype(int)  # float32
+    assert np.abs(batched - single).mean() < 2.0 and np.abs(batched - single).max() <= 24
