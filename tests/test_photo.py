@@ -79,6 +79,10 @@ def test_cli_photo_end_to_end(scene_720p, tmp_path):
     rep = json.loads(report.read_text())
     assert len(rep) == 1 and len(rep[0]["faces"]) == 7 and all(f["method"] == "pixelate" for f in rep[0]["faces"])
     assert set(rep[0]["timings_ms"]) == {"read", "detect", "anonymize", "write"}
+    # the independent age/gender judge (deid[eval]) on each face before and after
+    for f in rep[0]["faces"]:
+        assert set(f["judge"]) == {"before", "after"} and f["judge"]["before"]["gender"] in ("female", "male")
+        assert 0 < f["judge"]["before"]["age"] <= 80
     with Image.open(sheet) as im:
         assert im.size[0] > 2 * 1280 and im.size[1] == 720
 

@@ -68,6 +68,14 @@ def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, see
     dev = resolve_device(device)
     detector = FaceDetector(cfg.detect, device=dev)
     models = load_swap_models(generator, encoder, device=dev) if mode == "swap" else None
+    attr_judge = None
+    if report is not None:
+        try:  # the independent age/gender judge, when deid[eval] is installed: before/after per face in the report
+            from ..eval.attributes import AttributeJudge
+
+            attr_judge = AttributeJudge.default()
+        except ImportError:
+            click.echo("note: deid[eval] is not installed; the report has no independent age/gender check", err=True)
     reports, failed = [], len(missing)
     for p in missing:
         click.echo(f"error: {p}: no such file or folder", err=True)
@@ -79,7 +87,13 @@ def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, see
             click.echo(f"error: {exc}", err=True)
             failed += 1
             continue
-        reports.append(rep)
+        entry = rep.to_dict()
+        if attr_judge is not None:
+            from ..eval.attributes import attribute_check
+
+            for face, check in zip(entry["faces"], attribute_check(attr_judge, before, after, [f.face for f in rep.faces])):
+                face["judge"] = check
+        reports.append(entry)
         counts = Counter(f.method for f in rep.faces if f.method != "kept")
         summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
         click.echo(f"{src} -> {dst}: {len(rep.faces)} face(s); anonymised: {summary}")
@@ -88,6 +102,6 @@ def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, see
             sheet_path.parent.mkdir(parents=True, exist_ok=True)
             write_image(preview_sheet(before, after, [f.face for f in rep.faces]), sheet_path)
     if report is not None:
-        report.write_text(json.dumps([r.to_dict() for r in reports], indent=2) + "\n")
+        report.write_text(json.dumps(reports, indent=2) + "\n")
     if failed:
         raise click.ClickException(f"{failed} of {len(pairs) + len(missing)} input(s) failed")

@@ -25,7 +25,7 @@ from ..errors import ModelError
 from ..types import Face
 from ._common import as_box, as_boxes, check_image, dlib_rectangle, package_file
 
-__all__ = ["Attributes", "AttributeJudge"]
+__all__ = ["Attributes", "AttributeJudge", "attribute_check"]
 
 _ort_state = ort.capi.onnxruntime_pybind11_state
 # onnxruntime's load errors derive from Exception directly, not from RuntimeError
@@ -175,3 +175,13 @@ class AttributeJudge:
     @staticmethod
     def _run(session: ort.InferenceSession, spec: _NetSpec, x: np.ndarray) -> np.ndarray:
         return np.asarray(session.run([spec.output_name], {spec.input_name: x})[0], np.float32)
+
+
+def attribute_check(judge: AttributeJudge, before: np.ndarray, after: np.ndarray,
+                    faces: Sequence[np.ndarray | Face]) -> list[dict]:
+    """The independent judge's age and gender of each face, in the original and in the anonymised image (same
+    boxes): ``[{"before": {...}, "after": {...}}]``, one per face, for reports."""
+    if len(faces) == 0:
+        return []
+    b, a = judge.estimate_batch(before, faces), judge.estimate_batch(after, faces)
+    return [{"before": x.to_dict(), "after": y.to_dict()} for x, y in zip(b, a, strict=True)]
