@@ -349,6 +349,8 @@ class BodySizeLimit:
                 await _send_error(send, 400, "invalid Content-Length")
                 return
             if int(declared) > limit:
+                if int(declared) <= _DRAIN_MAX:
+                    await _drain(receive)
                 await _send_error(send, 413, f"request body larger than {limit} bytes")
                 return
         parts, size = [], 0
@@ -359,6 +361,8 @@ class BodySizeLimit:
             parts.append(message.get("body", b""))
             size += len(parts[-1])
             if size > limit:
+                if message.get("more_body", False):
+                    await _drain(receive)
                 await _send_error(send, 413, f"request body larger than {limit} bytes")
                 return
             if not message.get("more_body", False):
@@ -373,6 +377,22 @@ class BodySizeLimit:
             return await receive()  # after the body: wait for http.disconnect as usual
 
         await self.app(scope, replay, send)
+
+
+# A refused body of up to this many bytes is read and thrown away before the 413 goes out: a client still sending
+# when the server closes the connection sees a reset instead of the answer. Larger bodies are cut off at once.
+_DRAIN_MAX = 8 * 1024 * 1024
+
+
+async def _drain(receive: Any) -> None:
+    seen = 0
+    while seen <= _DRAIN_MAX:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _send_error(send: Any, status: int, detail: str) -> None:
