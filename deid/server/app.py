@@ -380,14 +380,19 @@ class BodySizeLimit:
 
 
 # A refused body of up to this many bytes is read and thrown away before the 413 goes out: a client still sending
-# when the server closes the connection sees a reset instead of the answer. Larger bodies are cut off at once.
+# when the server closes the connection sees a reset instead of the answer. Larger bodies are cut off at once, and
+# so is a client that sends nothing for _DRAIN_WAIT seconds (one waiting for the answer to its headers).
 _DRAIN_MAX = 8 * 1024 * 1024
+_DRAIN_WAIT = 0.5
 
 
 async def _drain(receive: Any) -> None:
     seen = 0
     while seen <= _DRAIN_MAX:
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), _DRAIN_WAIT)
+        except asyncio.TimeoutError:
+            return
         if message["type"] != "http.request":
             return
         seen += len(message.get("body", b""))
