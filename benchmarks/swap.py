@@ -35,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=None)
     ap.add_argument("--faces", type=int, default=500)
-    ap.add_argument("--keep", default="coarse,fine", help="';'-separated keep_layers settings to compare")
+    ap.add_argument("--keep", default="coarse", help="';'-separated keep_layers settings to compare")
     ap.add_argument("--generator", default=None)
     ap.add_argument("--encoder", default=None)
     ap.add_argument("--threads", type=int, default=1)

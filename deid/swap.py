@@ -2,8 +2,8 @@
 
 For each face: the encoder gives its W+ code and estimates its gender and age; a new identity is drawn from a seed
 (mapping network conditioned on those labels, truncated toward the centre of that age/gender); the W+ rows in
-``SwapConfig.keep_layers`` (pose and head shape in the coarse rows, colour and lighting in the fine rows) come from
-the original, the rest from the new identity. The face is generated, colour-matched, blended, and the identity judge
+``SwapConfig.keep_layers`` (by default the coarse rows: pose and head shape; chosen by measurement, see the field)
+come from the original, the rest from the new identity; colour and lighting return through the colour matching. The face is generated, colour-matched, blended, and the identity judge
 compares the result with the original. Closer than ``threshold``: another identity is tried; after ``max_tries``
 the face is obscured (``fallback``). No face that still matches is returned.
 """
