@@ -34,13 +34,14 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def fast_inference(device: torch.device | str, batch: int) -> contextlib.AbstractContextManager:
-    """Autocast for a generator/encoder forward pass of ``batch`` rows: bfloat16 on CPUs with native bf16
-    (AVX512-BF16 or AMX) from 4 rows on, float32 otherwise. Measured on such a CPU, 1 thread: synthesis at batch 8
-    1.8x and at batch 32 2.5x faster in bf16, but at batch 1 only 12 % faster and the encoder 25 % slower, so single
-    faces (the swap) stay in float32. Emulated bf16 (older CPUs) is slower than float32; CUDA stays float32.
-    Callers cast results back with ``.float()``."""
+def fast_inference(device: torch.device | str, batch: int, *, min_batch: int = 4) -> contextlib.AbstractContextManager:
+    """Autocast for a network forward pass of ``batch`` rows: bfloat16 on CPUs with native bf16 (AVX512-BF16 or
+    AMX) from ``min_batch`` rows on, float32 otherwise. Measured on such a CPU, 1 thread: synthesis 12 % faster at
+    batch 1, 1.8x at batch 8, 2.5x at batch 32 (so the generator passes ``min_batch=1``); the encoder is 25 % slower
+    in bf16 at batch 1 (so it keeps the default). Emulated bf16 (older CPUs) is slower than float32; CUDA stays
+    float32. Callers cast results back with ``.float()``."""
     dev = torch.device(device)
-    if batch >= 4 and dev.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if batch >= min_batch and dev.type == "cpu" and (
+            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -115,10 +115,10 @@ def mix_ws(content: torch.Tensor, style: torch.Tensor, layers: range) -> torch.T
 def synthesize(G: Generator, ws: torch.Tensor, *, noise_mode: str = "const") -> np.ndarray:
     """Images from W+ ``[N, num_ws, w_dim]``: ``[N, R, R, 3]`` uint8 RGB. "const" noise makes output repeatable.
 
-    Batches of 4 or more run under ``deid.device.fast_inference`` (bf16 on CPUs with native bf16)."""
+    Runs under ``deid.device.fast_inference`` (bf16 on CPUs with native bf16)."""
     from .device import fast_inference
     from .io.images import to_uint8
 
-    with fast_inference(ws.device, ws.shape[0]):
+    with fast_inference(ws.device, ws.shape[0], min_batch=1):
         img = G.synthesis(ws, noise_mode=noise_mode)
     return to_uint8(img.float()).reshape(ws.shape[0], G.img_resolution, G.img_resolution, 3)

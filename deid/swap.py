@@ -105,7 +105,7 @@ def render_ws(models: SwapModels, ws: torch.Tensor) -> np.ndarray:
     """The face of W+ ``ws`` ``[1, num_ws, w_dim]`` as ``[S, S, 3]`` uint8 RGB (const noise)."""
     from .device import fast_inference
 
-    with fast_inference(models.device, ws.shape[0]):
+    with fast_inference(models.device, ws.shape[0], min_batch=1):
         img = models.G.synthesis(ws, noise_mode="const")
     return to_uint8(img[0].float())
 
