@@ -413,9 +413,16 @@ def report_path(output: Path) -> Path:
 
 
 def plan_video_outputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
-    """Pair every input video with its output path under the folder ``out`` (folders walked and mirrored)."""
+    """Pair every input video with its output path.
+
+    A single file input with an ``out`` that has a video suffix and is not an existing folder gives ``out`` itself
+    (``deid video in.mp4 -o out.mp4``). Otherwise ``out`` is a folder: files go to ``out/<name>``, folders are walked
+    and mirrored under it (hidden files, such as unfinished outputs, are skipped).
+    """
     from .io.video import is_video_path
 
+    if len(inputs) == 1 and not inputs[0].is_dir() and not out.is_dir() and is_video_path(out):
+        return [(inputs[0], out)]
     pairs = []
     for src in inputs:
         if src.is_dir():

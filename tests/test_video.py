@@ -273,3 +273,19 @@ def test_missed_detection_blurs_the_tracked_face_instead_of_leaving_it(clip, det
     for i in (6, 7, 8):
         for _, box in clip.boxes[i]:
             assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i} left as it was"
+
+
+def test_plan_single_file_output_or_folder(tmp_path):
+    from deid.video import plan_video_outputs
+
+    src = tmp_path / "in.mp4"
+    src.write_bytes(b"x")
+    assert plan_video_outputs([src], tmp_path / "out.mp4") == [(src, tmp_path / "out.mp4")]
+    assert plan_video_outputs([src], tmp_path / "outdir") == [(src, tmp_path / "outdir" / "in.mp4")]
+    (tmp_path / "folder.mp4").mkdir()  # an existing folder is a folder, whatever its name
+    assert plan_video_outputs([src], tmp_path / "folder.mp4") == [(src, tmp_path / "folder.mp4" / "in.mp4")]
+    sub = tmp_path / "shoot"
+    sub.mkdir()
+    for name in ("a.mov", ".b.part.mp4", "notes.txt"):
+        (sub / name).write_bytes(b"x")
+    assert plan_video_outputs([sub], tmp_path / "o.mp4") == [(sub / "a.mov", tmp_path / "o.mp4" / "a.mov")]

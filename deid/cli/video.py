@@ -19,8 +19,9 @@ def _eta(seconds: float) -> str:
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder: each video goes to OUT/<name> with its report OUT/<name>.json.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder: each video goes to OUT/<name> with its report OUT/<name>.json; for one input "
+                   "video, a file name with a video suffix (its report goes beside it).")
 @click.option("--mode", type=click.Choice(["swap", "blur", "pixelate", "solid"]), default="swap", show_default=True,
               help="swap: one synthetic person per tracked face; blur/pixelate/solid: obscure faces.")
 @click.option("--detect-every", default=3, show_default=True,
@@ -50,6 +51,7 @@ def video(inputs, out, mode, detect_every, min_face, det_threshold, threshold, s
     \b
     Examples:
         deid video interview.mp4 -o anonymized/
+        deid video interview.mp4 -o interview-anon.mp4
         deid video footage/ -o footage-anon/ --detect-every 2 --crf 20
         deid video clip.mov -o out/ --mode blur --no-audio
     """
