@@ -8,8 +8,9 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
   is covered from its first visible frame, not from the next detection. The last frame is always a detection frame.
   A track whose position is uncertain (missed detection, flow lost) is blurred, never left as it was.
 * **One synthetic person per track.** The track's first frame fixes its labels (gender, age), its identity seed and
-  the identity rows of W+; the identity guard checks it then and again every ``guard_every`` frames, and a track
-  that still looks like the original falls back to ``SwapConfig.fallback`` for the rest of the video.
+  the identity rows of W+; the identity guard checks it then and again every ``guard_every`` frames, with a margin
+  over the threshold, and a track that still looks like the original falls back to ``SwapConfig.fallback`` for the
+  rest of the video. Tracks that start under ``SMALL_FACE`` pixels are obscured, not swapped.
 * **No flicker, no jitter.** Landmarks are One-Euro filtered (``deid.track``) before alignment; the kept W+ rows
   (pose, lighting) are a running average over frames; noise is constant; grain follows the frame.
 """
@@ -40,9 +41,9 @@ from .types import Face
 # One guard check stands for many frames of a moving face, and the judge's distance wanders between frames (about
 # 0.05 for large faces, more for small ones, where dlib sees few pixels): in video, a face must be this much
 # farther than SwapConfig.threshold, both when swapped and when obscured.
-GUARD_MARGIN_SMALL = 0.1  # faces under SMALL_FACE pixels
+GUARD_MARGIN_SMALL = 0.1  # faces under SMALL_FACE pixels (tracks that grow from small)
 GUARD_MARGIN = 0.05
-SMALL_FACE = 80
+SMALL_FACE = 80  # a track that starts smaller than this (box side, px) is obscured, not swapped
 
 __all__ = ["TrackReport", "VideoReport", "anonymize_video", "plan_video_outputs", "report_path"]
 
@@ -237,7 +238,11 @@ class _Anonymizer:
         if G.c_dim:
             c = torch.tensor([[round(female), age_code]], dtype=torch.float32, device=ws.device)
         original = judge.embed(out, face.box)
-        for attempt in range(cfg.max_tries):
+        # A face that starts under SMALL_FACE pixels is not swapped: there the judge's distance wanders by more than
+        # any margin between two checks (benchmarks/video.py caught a 40 px swap that dlib re-identified on a frame
+        # between checks), so the guard cannot vouch for a swap over the frames it does not check.
+        tries = cfg.max_tries if face.size >= SMALL_FACE else 0
+        for attempt in range(tries):
             seed = identity_seed(cfg, aligned.image, original, attempt)
             new_ws = swap_ws(G, ws, c, seed, cfg, directions=self.models.directions)
             result = self._render(out, aligned, new_ws, seed ^ frame.index)

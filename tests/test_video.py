@@ -24,7 +24,7 @@ from deid.types import Face
 from deid.video import anonymize_video, report_path
 
 # two faces on separate paths, the second entering on frame 7 (not a detection frame with --detect-every 3)
-MOVERS = [Mover("astronaut", 80, 70, 90, 120, 100), Mover("camera-flipped", 64, 250, 150, 220, 170, 0.3, 1.0)]
+MOVERS = [Mover("astronaut", 100, 70, 100, 120, 110), Mover("camera-flipped", 64, 250, 150, 220, 170, 0.3, 1.0)]
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +162,11 @@ def test_swap_video_changes_every_face_in_every_frame(clip, detector, swap_model
     d = rep.to_dict()
     assert d["frames"] == 24 and d["detection_frames"] == 9  # 0, 3, ..., 21 and the last frame
     assert len(rep.tracks) >= 2 and sum(t.backfilled for t in rep.tracks) >= 2
+    big = [t for t in rep.tracks if t.first_frame == 0]
+    assert big and big[0].tries >= 1  # the 100 px face was tried for a swap; the 64 px one only obscured
+    assert all(t.tries == 0 and t.method in ("pixelate", "solid") for t in rep.tracks if t.first_frame > 0)
     for t in rep.tracks:
-        assert t.method in ("swap", "pixelate") and t.frames > 0
+        assert t.method in ("swap", "pixelate", "solid") and t.frames > 0
         if t.method == "swap":
             assert t.seed >= 0 and t.min_identity_distance >= 0.6
     # far from the faces the frame is untouched (up to re-encoding)
