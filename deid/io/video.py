@@ -228,7 +228,11 @@ class VideoWriter:
         self._pending = None
         self._resampler = None
         if audio and info.audio_codec:
-            self._setup_audio(suffix)
+            try:
+                self._setup_audio(suffix)
+            except (av.FFmpegError, ValueError) as exc:
+                self._abort()
+                raise InputError(source, f"cannot copy or re-encode its audio ({_short(exc)}); try --no-audio") from exc
         self._frames = 0
         self._last_pts: int | None = None
 
