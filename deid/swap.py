@@ -32,7 +32,7 @@ from .nets.generator import Generator
 from .obscure import obscure_face
 from .types import Face, SwapResult
 
-__all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws"]
+__all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws", "swap_labels"]
 
 
 @dataclass
@@ -110,6 +110,17 @@ def render_ws(models: SwapModels, ws: torch.Tensor) -> np.ndarray:
     return to_uint8(img[0].float())
 
 
+def swap_labels(G: Generator, attrs: torch.Tensor) -> tuple[float, float, torch.Tensor | None]:
+    """From the encoder's attribute head ``[1, 2]``: P(female), the age code, and the generator's label vector
+    ``[1, c_dim]`` (None for a generator without labels)."""
+    female = float(torch.sigmoid(attrs[0, 0]))
+    age_code = float(attrs[0, 1].clamp(0, 1.05))
+    c = None
+    if G.c_dim:
+        c = torch.tensor([[round(female), age_code]], dtype=torch.float32, device=attrs.device)
+    return female, age_code, c
+
+
 @torch.no_grad()
 def swap_ws(G: Generator, ws: torch.Tensor, c: torch.Tensor | None, seed: int, config: SwapConfig, *,
             directions: AttributeDirections | None = None) -> torch.Tensor:
@@ -140,14 +151,10 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     the same box; when every try stays within ``threshold``, the face is obscured with ``config.fallback``.
     ``cluster``: the face's identity-cluster label, used with ``config.key`` (see ``identity_seed``); None = none.
     """
-    G, judge, dev = models.G, models.judge, models.device
+    G, judge = models.G, models.judge
     aligned = align_face(frame, face, G.img_resolution, G.cfg.align_template)
     ws, attrs = encode_crop(models, aligned.image)
-    female = float(torch.sigmoid(attrs[0, 0]))
-    age_code = float(attrs[0, 1].clamp(0, 1.05))
-    c = None
-    if G.c_dim:
-        c = torch.tensor([[round(female), age_code]], dtype=torch.float32, device=dev)
+    female, age_code, c = swap_labels(G, attrs)
     original = judge.embed(frame, face.box)
     for attempt in range(config.max_tries):
         seed = identity_seed(config, aligned.image, original, attempt, cluster=cluster)
@@ -157,9 +164,9 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
         if dist >= config.threshold:
             # the encoder's attribute head on the anonymised face: did age and gender survive the swap?
             _, after = encode_crop(models, align_face(out, face, G.img_resolution, G.cfg.align_template).image)
+            female_after, age_code_after, _ = swap_labels(G, after)
             return out, SwapResult("swap", attempt + 1, dist, female, float(decode_age(age_code)), seed,
-                                   female_after=float(torch.sigmoid(after[0, 0])),
-                                   age_after=float(decode_age(float(after[0, 1].clamp(0, 1.05)))))
+                                   female_after=female_after, age_after=float(decode_age(age_code_after)))
     method = config.fallback
     out = obscure_face(frame, face, method)
     dist = judge.distance(original, judge.embed(out, face.box))

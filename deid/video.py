@@ -34,7 +34,7 @@ from .io.images import check_output_path
 from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
 from .labels import decode_age
 from .obscure import obscure_face
-from .swap import SwapModels, encode_crop, identity_seed, render_ws, swap_ws
+from .swap import SwapModels, encode_crop, identity_seed, render_ws, swap_labels, swap_ws
 from .track import FaceTracker, TrackedFace, backtrack
 from .types import Face
 
@@ -231,12 +231,8 @@ class _Anonymizer:
         """First frame of a track: labels, identity seed, guard; returns the frame and the track's state."""
         G, judge, cfg = self.models.G, self.models.judge, self.swap_cfg
         aligned, ws, attrs = self._encode(out, face)
-        female = float(torch.sigmoid(attrs[0, 0]))
-        age_code = float(attrs[0, 1].clamp(0, 1.05))
+        female, age_code, c = swap_labels(G, attrs)
         tr.female, tr.age = female, float(decode_age(age_code))
-        c = None
-        if G.c_dim:
-            c = torch.tensor([[round(female), age_code]], dtype=torch.float32, device=ws.device)
         original = judge.embed(out, face.box)
         # A face that starts under SMALL_FACE pixels is not swapped: there the judge's distance wanders by more than
         # any margin between two checks (benchmarks/video.py caught a 40 px swap that dlib re-identified on a frame
@@ -255,16 +251,20 @@ class _Anonymizer:
         # as in photos: the fallback must not be recognisable either, else the face is filled
         mode, scale = cfg.fallback, self.cfg.photo.obscure_scale
         result = obscure_face(out, face, mode, scale=scale)
-        if mode != "solid" and self._recognisable(out, result, face):
+        if mode != "solid" and self._recognisable(out, result, face, original):
             mode = "solid"
             result = obscure_face(out, face, mode, scale=scale)
         tr.method, tr.fallback_frame = mode, frame.index
         return result, mode
 
-    def _recognisable(self, before: np.ndarray, after: np.ndarray, face: Face) -> bool:
-        """Whether an obscured face is within ``threshold`` (plus the video margin) of the original."""
+    def _recognisable(self, before: np.ndarray, after: np.ndarray, face: Face,
+                      original: np.ndarray | None = None) -> bool:
+        """Whether an obscured face is within ``threshold`` (plus the video margin) of the original
+        (``original``: its embedding, when already computed)."""
         judge = self.models.judge
-        dist = judge.distance(judge.embed(before, face.box), judge.embed(after, face.box))
+        if original is None:
+            original = judge.embed(before, face.box)
+        dist = judge.distance(original, judge.embed(after, face.box))
         return dist < self.swap_cfg.threshold + _margin(face)
 
     def anchor(self, frame: VideoFrame, faces: list[TrackedFace]) -> None:

@@ -17,6 +17,7 @@ import dlib
 import numpy as np
 
 from ..errors import ConfigError, ModelError
+from ..track import box_iou  # re-exported: the one IoU of the project
 from ._common import as_boxes, check_image, package_file
 
 __all__ = ["IndependentDetector", "box_iou", "redetected", "redetect_rate"]
@@ -76,20 +77,6 @@ class IndependentDetector:
         # dlib rectangles are inclusive: right/bottom + 1 gives the exclusive xyxy corner
         boxes = [[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects]
         return np.asarray(boxes, np.float32).reshape(-1, 4)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes ``[N, 4]`` and ``[M, 4]`` (xyxy). Returns ``[N, M]`` float32."""
-    a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0).astype(np.float32)
 
 
 def redetected(image: np.ndarray, boxes, detector: IndependentDetector, *, min_iou: float = 0.3) -> np.ndarray:
