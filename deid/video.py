@@ -27,14 +27,12 @@ import numpy as np
 import torch
 
 from .align import align_face
-from .blend import blend_face
 from .config import VideoConfig
 from .detect import FaceDetector, detect_faces
 from .io.images import check_output_path
 from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
-from .labels import decode_age
 from .obscure import obscure_face
-from .swap import SwapModels, encode_crop, identity_seed, render_ws, swap_labels, swap_ws
+from .swap import SwapModels, encode_crop, face_labels, guard_tries, identity_seed, paste_synthetic, render_ws
 from .track import FaceTracker, TrackedFace, backtrack
 from .types import Face
 
@@ -120,6 +118,7 @@ class _SwapState:
 
     new_ws: torch.Tensor  # [1, num_ws, w_dim]: identity rows fixed for the track
     seed: int
+    keep: list[int]  # the W+ rows that follow the original face (the accepted try's kept rows)
     prev: tuple[int, torch.Tensor | None]  # (frame index, kept rows) of the last anchor used
     next: tuple[int, torch.Tensor | None] | None = None  # the coming anchor, once encoded
     frames_since_check: int = 0
@@ -160,9 +159,6 @@ class _Anonymizer:
         self.swap_cfg = config.photo.swap
         self.states: dict[int, _SwapState | str] = {}  # track -> swap state, or the obscure mode it fell back to
         self.tracks: dict[int, TrackReport] = {}
-        self.keep_rows: list[int] = []
-        if models is not None:
-            self.keep_rows = list(self.swap_cfg.kept_rows(models.G.num_ws))
 
     def _track(self, track_id: int, index: int) -> TrackReport:
         tr = self.tracks.get(track_id)
@@ -224,30 +220,33 @@ class _Anonymizer:
         return aligned, ws, attrs
 
     @torch.no_grad()
-    def _render(self, pixels: np.ndarray, aligned, ws: torch.Tensor, grain_seed: int) -> np.ndarray:
-        return blend_face(pixels, render_ws(self.models, ws), aligned.image, aligned.matrix, seed=grain_seed)
+    def _render(self, pixels: np.ndarray, face: Face, aligned, ws: torch.Tensor, grain_seed: int) -> np.ndarray:
+        return paste_synthetic(self.models, pixels, face, aligned, render_ws(self.models, ws), grain_seed,
+                               self.swap_cfg.blend)
 
     def _start(self, out: np.ndarray, frame: VideoFrame, face: Face, tr: TrackReport):
         """First frame of a track: labels, identity seed, guard; returns the frame and the track's state."""
-        G, judge, cfg = self.models.G, self.models.judge, self.swap_cfg
-        aligned, ws, attrs = self._encode(out, face)
-        female, age_code, c = swap_labels(G, attrs)
-        tr.female, tr.age = female, float(decode_age(age_code))
+        judge, cfg = self.models.judge, self.swap_cfg
+        aligned, ws, head = self._encode(out, face)
+        tr.female, tr.age = face_labels(self.models, out, face, head)
         original = judge.embed(out, face.box)
         # A face that starts under SMALL_FACE pixels is not swapped: there the judge's distance wanders by more than
         # any margin between two checks (benchmarks/video.py caught a 40 px swap that dlib re-identified on a frame
         # between checks), so the guard cannot vouch for a swap over the frames it does not check.
-        tries = cfg.max_tries if face.size >= SMALL_FACE else 0
-        for attempt in range(tries):
-            seed = identity_seed(cfg, aligned.image, original, attempt)
-            new_ws = swap_ws(G, ws, c, seed, cfg, directions=self.models.directions)
-            result = self._render(out, aligned, new_ws, seed ^ frame.index)
+        tries = iter(())
+        if face.size >= SMALL_FACE:
+            seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(max(cfg.candidates, cfg.max_tries))]
+            tries = guard_tries(self.models, ws, face, (tr.female, tr.age), seeds, cfg)
+        for attempt, cand in enumerate(tries):
+            seed, new_ws = cand.seed, cand.ws
+            result = paste_synthetic(self.models, out, face, aligned, cand.image, seed ^ frame.index, cfg.blend)
             dist = judge.distance(original, judge.embed(result, face.box))
             tr.tries, tr.guard_checks = attempt + 1, tr.guard_checks + 1
             if dist >= cfg.threshold + _margin(face):
                 tr.method, tr.seed, tr.min_identity_distance = "swap", seed, dist
-                kept = new_ws[:, self.keep_rows].clone() if self.keep_rows else None
-                return result, _SwapState(new_ws=new_ws, seed=seed, prev=(frame.index, kept))
+                keep = list(cand.kept)
+                kept = new_ws[:, keep].clone() if keep else None
+                return result, _SwapState(new_ws=new_ws, seed=seed, keep=keep, prev=(frame.index, kept))
         # as in photos: the fallback must not be recognisable either, else the face is filled
         mode, scale = cfg.fallback, self.cfg.photo.obscure_scale
         result = obscure_face(out, face, mode, scale=scale)
@@ -269,13 +268,12 @@ class _Anonymizer:
 
     def anchor(self, frame: VideoFrame, faces: list[TrackedFace]) -> None:
         """Encode the kept rows of every swapped track on a detection frame, before the held frames are rendered."""
-        if not self.keep_rows:
-            return
         for tf in faces:
             state = self.states.get(tf.track_id)
-            if isinstance(state, _SwapState) and tf.status != "uncertain" and frame.index > state.prev[0]:
+            if (isinstance(state, _SwapState) and state.keep and tf.status != "uncertain"
+                    and frame.index > state.prev[0]):
                 _, ws, _ = self._encode(frame.pixels, tf.face)
-                state.next = (frame.index, self._smooth(state.prev[1], ws[:, self.keep_rows]))
+                state.next = (frame.index, self._smooth(state.prev[1], ws[:, state.keep]))
 
     def _smooth(self, prev: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
         a = self.cfg.latent_smoothing
@@ -285,7 +283,7 @@ class _Anonymizer:
               track_id: int) -> np.ndarray:
         aligned = align_face(out, face, self.models.G.img_resolution, self.models.G.cfg.align_template)
         new = state.new_ws.clone()
-        if self.keep_rows:
+        if state.keep:
             (i0, k0), nxt = state.prev, state.next
             if nxt is not None and i0 < frame.index <= nxt[0]:
                 kept = torch.lerp(k0, nxt[1], (frame.index - i0) / (nxt[0] - i0))
@@ -293,10 +291,10 @@ class _Anonymizer:
                     state.prev, state.next = nxt, None
             else:  # no anchor ahead (the track was born in held frames, or lost its anchor): encode this frame
                 _, ws, _ = self._encode(out, face)
-                kept = self._smooth(k0, ws[:, self.keep_rows])
+                kept = self._smooth(k0, ws[:, state.keep])
                 state.prev, state.next = (frame.index, kept), None
-            new[:, self.keep_rows] = kept
-        result = self._render(out, aligned, new, state.seed ^ frame.index)
+            new[:, state.keep] = kept
+        result = self._render(out, face, aligned, new, state.seed ^ frame.index)
         state.frames_since_check += 1
         every = self.cfg.guard_every
         if every and state.frames_since_check >= every:

@@ -34,3 +34,35 @@ def test_blend_changes_only_the_face_and_matches_grain(astronaut, astronaut_face
 def test_face_mask_used_for_blend_is_soft():
     m = face_mask(64, feather=0.12)
     assert 0 < (m[(m > 0) & (m < 1)]).size
+
+
+def test_poisson_blend_carries_the_photos_lighting_gradient():
+    """Side light: the photo darkens left to right; a flat synthetic face pasted by Poisson editing takes on that
+    gradient, alpha blending (global colour match) does not."""
+    from deid.types import Face
+
+    h, w = 240, 240
+    ramp = np.linspace(230, 40, w, dtype=np.float32)
+    frame = np.repeat(np.repeat(ramp[None, :, None], h, axis=0), 3, axis=2).astype(np.uint8)
+    lm = np.array([[100, 105], [140, 105], [120, 125], [104, 145], [136, 145]], np.float64)
+    face = Face(box=np.array([80, 80, 160, 170], np.float32), score=1.0, landmarks=lm.astype(np.float32))
+    aligned = align_face(frame, face, 64, "deid")
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    alpha = blend_face(frame, flat, aligned.image, aligned.matrix, seed=0).astype(float)
+    poisson = blend_face(frame, flat, aligned.image, aligned.matrix, seed=0, method="poisson").astype(float)
+    left, right = (slice(115, 135), slice(105, 112)), (slice(115, 135), slice(128, 135))
+    drop = frame[left].mean() - frame[right].mean()
+    assert abs((poisson[left].mean() - poisson[right].mean()) - drop) < abs((alpha[left].mean() - alpha[right].mean()) - drop)
+    assert np.array_equal(poisson, blend_face(frame, flat, aligned.image, aligned.matrix, seed=0, method="poisson").astype(float))
+    assert np.array_equal(poisson[:, :40], frame[:, :40].astype(float))  # far from the face: untouched
+
+
+def test_poisson_blend_at_the_frame_edge_falls_back_to_alpha(astronaut, astronaut_face):
+    shifted = astronaut_face.__class__(box=astronaut_face.box - [astronaut_face.box[0] + 20, 0, astronaut_face.box[0] + 20, 0],
+                                       score=astronaut_face.score,
+                                       landmarks=astronaut_face.landmarks - [astronaut_face.box[0] + 20, 0])
+    aligned = align_face(astronaut, shifted, 64, "deid")
+    flat = np.full((64, 64, 3), 150, np.uint8)
+    a = blend_face(astronaut, flat, aligned.image, aligned.matrix, seed=2)
+    p = blend_face(astronaut, flat, aligned.image, aligned.matrix, seed=2, method="poisson")
+    assert np.array_equal(a, p)

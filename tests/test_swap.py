@@ -88,3 +88,53 @@ def test_photo_swap_mode_reports_every_face(models, scene_720p, scene_720p_faces
             assert o.method != "swap" or o.swap.distance >= 0.6
     with pytest.raises(ValueError, match="SwapModels"):
         anonymize_faces(scene_720p.image, scene_720p_faces, PhotoConfig())
+
+
+def test_candidates_are_ranked_by_kept_gender_and_age(models, astronaut, astronaut_face):
+    """With an attribute network, candidates come back best first and the result's labels are its estimates."""
+    import dataclasses
+
+    from deid.attributes import AttributeEstimator
+    from deid.nets.attributes import AttributeConfig, AttributeNet
+    from deid.swap import GENDER_WEIGHT, encode_crop, face_labels, ranked_identities
+
+    torch.manual_seed(1)
+    m = dataclasses.replace(models, attributes=AttributeEstimator(AttributeNet(AttributeConfig()).eval()))
+    G = m.G
+    from deid.align import align_face
+
+    aligned = align_face(astronaut, astronaut_face, G.img_resolution, G.cfg.align_template)
+    ws, head = encode_crop(m, aligned.image)
+    labels = face_labels(m, astronaut, astronaut_face, head)
+    p, age = m.attributes.estimate_faces(astronaut, [astronaut_face])
+    assert labels == pytest.approx((float(p[0]), float(age[0])))
+    cfg = SwapConfig(max_tries=2, candidates=5)
+    original = m.judge.embed(astronaut, astronaut_face.box)
+    seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(5)]  # what swap_face draws
+    ranked = ranked_identities(m, ws, astronaut_face, labels, seeds, cfg)
+    assert sorted(c.seed for c in ranked) == sorted(seeds)
+    scores = [GENDER_WEIGHT * abs(c.female - labels[0]) + abs(c.age - labels[1]) for c in ranked]
+    assert scores == sorted(scores)
+    assert all(c.image.shape == (G.img_resolution, G.img_resolution, 3) for c in ranked)
+    out, res = swap_face(astronaut, astronaut_face, m, cfg)
+    assert res.female == pytest.approx(labels[0]) and res.age == pytest.approx(labels[1])
+    if res.method == "swap":
+        assert res.seed in [c.seed for c in ranked[:2]]
+
+
+def test_guard_tries_escalate_to_fewer_kept_rows(models, astronaut, astronaut_face):
+    from deid.align import align_face
+    from deid.swap import encode_crop, guard_tries
+
+    G = models.G
+    aligned = align_face(astronaut, astronaut_face, G.img_resolution, G.cfg.align_template)
+    ws, _ = encode_crop(models, aligned.image)
+    cfg = SwapConfig(max_tries=4, candidates=6, keep_layers="coarse", retry_keep_layers="0-1")
+    seeds = [11, 12, 13, 14, 15, 16]
+    tries = list(guard_tries(models, ws, astronaut_face, (0.5, 30.0), seeds, cfg))
+    assert len(tries) == 4 and len({c.seed for c in tries}) == 4
+    assert [c.kept for c in tries] == [(0, 1, 2, 3)] * 2 + [(0, 1)] * 2
+    for c in tries:
+        assert torch.equal(c.ws[:, list(c.kept)], ws[:, list(c.kept)])
+        assert not torch.equal(c.ws[:, 2:4], ws[:, 2:4]) or c.kept == (0, 1, 2, 3)
+    assert len(list(guard_tries(models, ws, astronaut_face, (0.5, 30.0), seeds[:1], SwapConfig(max_tries=1)))) == 1

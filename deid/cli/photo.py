@@ -35,6 +35,9 @@ def _numbers(text: str) -> tuple[int, ...]:
 @click.option("--seed", default=0, show_default=True, help="Base seed of the new identities.")
 @click.option("--key", default=None, help="Secret: the same person gets the same synthetic person across photos.")
 @click.option("--psi", default=0.7, show_default=True, help="Truncation of new identities (lower = more typical).")
+@click.option("--blend", type=click.Choice(["alpha", "poisson"]), default="alpha", show_default=True,
+              help="Paste new faces through a feathered oval (alpha), or solve them into the photo's lighting first "
+                   "(poisson: better under side light and shadows).")
 @click.option("--generator", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Generator (default: shipped models/deid64.safetensors).")
 @click.option("--encoder", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -43,8 +46,8 @@ def _numbers(text: str) -> tuple[int, ...]:
 @click.option("--preview", type=click.Path(path_type=Path),
               help="Before|after sheet with numbered boxes: a PNG file (one photo) or a folder (several).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, seed, key, psi, generator, encoder, report,
-          preview, device) -> None:
+def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, seed, key, psi, blend, generator, encoder,
+          report, preview, device) -> None:
     """Anonymise every face in photos. Output keeps each photo's size and format; EXIF (GPS, serials, the
     thumbnail), XMP, IPTC and comments are removed, ICC profiles kept. Inputs are never modified.
 
@@ -62,7 +65,7 @@ def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, see
 
     cfg = PhotoConfig(mode=mode, only=_numbers(only), skip=_numbers(skip),
                       detect=DetectConfig(min_face=min_face, min_score=det_threshold),
-                      swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold))
+                      swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold, blend=blend))
     missing = [p for p in inputs if not p.exists()]
     pairs = plan_outputs([p for p in inputs if p.exists()], out)
     dev = resolve_device(device)

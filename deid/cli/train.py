@@ -1,4 +1,4 @@
-"""``deid data prepare`` and ``deid train generator``."""
+"""``deid data prepare`` and ``deid train generator|encoder|attributes|superres|export|export-encoder``."""
 
 from __future__ import annotations
 
@@ -201,3 +201,77 @@ def export_encoder_cmd(run_dir: Path, out: Path) -> None:
     E.load_state_dict(unprefixed(tensors, "E"), strict=True)
     save_encoder(E, out, info={"kimg": state["cur_nimg"] / 1000, "train_config": state["config"]})
     click.echo(f"{out}: encoder for generator sha256 {E.cfg.generator_sha256[:12]}…")
+
+
+@train.command("attributes")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Prepared data (deid data prepare).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--epochs", default=15, show_default=True)
+@click.option("--batch", default=64, show_default=True)
+@click.option("--lr", default=0.002, show_default=True)
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def train_attributes_cmd(data_path, run_dir, epochs, batch, lr, threads, precision, seed, device) -> None:
+    """Train (or resume) the gender/age network the swap conditions on; writes RUN_DIR/attributes.safetensors.
+
+    \b
+    Example:
+        deid train attributes --data cache/utkface-deid128.safetensors --run-dir runs/attr --threads 1
+        cp runs/attr/attributes.safetensors models/deid-attributes.safetensors  (and the .json)
+    """
+    from ..device import resolve_device
+    from ..train.attributes import AttributeTrainConfig, train_attributes
+
+    cfg = AttributeTrainConfig(data=str(data_path), epochs=epochs, batch=batch, lr=lr, threads=threads,
+                               mixed_precision=precision, seed=seed)
+    bar = tqdm(total=1, unit="step", desc="attributes", dynamic_ncols=True)
+
+    def progress(cur: int, total: int, rate: float) -> None:
+        bar.total = total
+        bar.set_postfix_str(f"{rate:.0f} img/s", refresh=False)
+        bar.update(cur - bar.n)
+
+    stats = train_attributes(cfg, run_dir=run_dir, device=resolve_device(device), progress=progress)
+    bar.close()
+    for s in stats:
+        click.echo(f"epoch {s.epoch:3d}  loss {s.loss:.3f}  held-out gender {s.gender_acc:.3f}  "
+                   f"age MAE {s.age_mae:.2f}  {s.img_per_s:.0f} img/s")
+
+
+@train.command("superres")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Prepared data (deid data prepare), 128 px.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--steps", default=20000, show_default=True)
+@click.option("--batch", default=16, show_default=True)
+@click.option("--lr", default=0.001, show_default=True)
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def train_superres_cmd(data_path, run_dir, steps, batch, lr, threads, precision, seed, device) -> None:
+    """Train (or resume) the 64 -> 128 px face super-resolution network; writes RUN_DIR/superres.safetensors.
+
+    \b
+    Example:
+        deid train superres --data cache/utkface-deid128.safetensors --run-dir runs/sr --threads 1
+        cp runs/sr/superres.safetensors models/deid-sr128.safetensors  (and the .json)
+    """
+    from ..device import resolve_device
+    from ..train.superres import SuperResTrainConfig, train_superres
+
+    cfg = SuperResTrainConfig(data=str(data_path), steps=steps, batch=batch, lr=lr, threads=threads,
+                              mixed_precision=precision, seed=seed)
+    bar = tqdm(total=steps, unit="step", desc="superres", dynamic_ncols=True)
+
+    def progress(cur: int, total: int, rate: float) -> None:
+        bar.set_postfix_str(f"{rate:.0f} patches/s", refresh=False)
+        bar.update(cur - bar.n)
+
+    stats = train_superres(cfg, run_dir=run_dir, device=resolve_device(device), progress=progress)
+    bar.close()
+    for s in stats[-3:]:
+        click.echo(f"step {s.step:6d}  loss {s.loss:.4f}  held-out PSNR {s.psnr:.2f} dB (bicubic {s.psnr_bicubic:.2f})")

@@ -1,0 +1,103 @@
+"""Gender and age of faces, by the project's own attribute network (``deid.nets.attributes``).
+
+The swap reads the original's gender and age here (the labels of the new identity) and ranks candidate identities by
+how well they keep them. Generator-independent: it aligns its own crop; a generated face in another template (an
+FFHQ generator's) is warped into it through the two crops' shared landmarks.
+
+Example:
+    >>> est = AttributeEstimator.load()  # the shipped models/deid-attributes.safetensors
+    >>> p_female, age = est.estimate_faces(photo, faces)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .align import align_face
+from .config import config_from_dict
+from .errors import ConfigError, ModelError
+from .io.images import to_tensor
+from .io.weights import default_model_path
+from .nets.attributes import AttributeConfig, AttributeNet
+from .types import Face
+
+__all__ = ["AttributeEstimator", "DEFAULT_ATTRIBUTES"]
+
+DEFAULT_ATTRIBUTES = "deid-attributes.safetensors"
+
+
+@dataclass
+class AttributeEstimator:
+    net: AttributeNet
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, device: torch.device | str = "cpu") -> "AttributeEstimator":
+        """Load ``path`` (default: the shipped network). Raises ModelError on missing or malformed files."""
+        from safetensors.torch import load_file
+
+        path = Path(path) if path else default_model_path(DEFAULT_ATTRIBUTES)
+        jp = path.with_suffix(".json")
+        if not path.is_file() or not jp.is_file():
+            raise ModelError(f"{path}: attribute network weights or their .json are missing")
+        try:
+            cfg = config_from_dict(AttributeConfig, json.loads(jp.read_text())["config"])
+            net = AttributeNet(cfg)
+            net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+        except (KeyError, TypeError, ValueError, ConfigError, RuntimeError) as exc:
+            raise ModelError(f"{path}: not a deid attribute network ({str(exc).splitlines()[0]})") from exc
+        device = torch.device(device)
+        return cls(net.eval().requires_grad_(False).to(device), device)
+
+    @property
+    def resolution(self) -> int:
+        return self.net.cfg.resolution
+
+    @property
+    def template(self) -> str:
+        return self.net.cfg.template
+
+    @torch.no_grad()
+    def estimate(self, crops: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """P(female) ``[N]`` and age in years ``[N]`` of aligned crops (``[N, R, R, 3]`` uint8 RGB in this network's
+        template and resolution)."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        x = torch.cat([to_tensor(c) for c in crops]).to(self.device)
+        p, age = self.net.predict(x)
+        return p.cpu().numpy(), age.cpu().numpy()
+
+    def crop(self, frame: np.ndarray, face: Face) -> np.ndarray:
+        """This network's aligned crop of ``face`` in ``frame``."""
+        return align_face(frame, face, self.resolution, self.template).image
+
+    def estimate_faces(self, frame: np.ndarray, faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray]:
+        """P(female) and age of each face of ``frame`` (``[H, W, 3]`` uint8 RGB)."""
+        if not faces:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        return self.estimate(np.stack([self.crop(frame, f) for f in faces]))
+
+    def from_crop(self, images: np.ndarray, face: Face, size: int, template: str) -> np.ndarray:
+        """Crops ``[N, size, size, 3]`` aligned to ``face`` in ``template`` (e.g. generated faces) re-cut into this
+        network's crop ``[N, R, R, 3]``: an identity when template and size are the same."""
+        if template == self.template and size == self.resolution:
+            return images
+        from .align import crop_matrix
+
+        r = self.resolution
+        if size > 2 * r:  # shrink first: one bilinear warp from 1024 px to 64 px would alias
+            images = np.stack([cv2.resize(im, (2 * r, 2 * r), interpolation=cv2.INTER_AREA) for im in images])
+            size = 2 * r  # the same quad, in fewer pixels
+        src = np.vstack([crop_matrix(face.landmarks, size, template), [0, 0, 1]])  # generator crop -> frame
+        dst = np.vstack([crop_matrix(face.landmarks, r, self.template), [0, 0, 1]])
+        m = (np.linalg.inv(src) @ dst)[:2]  # this network's crop -> generator crop
+        return np.stack([cv2.warpAffine(im, m, (r, r), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                        borderMode=cv2.BORDER_REFLECT) for im in images])
