@@ -8,9 +8,9 @@ and head shape; chosen by measurement, see the field) come from the original, th
 candidates are rendered in one batch and ranked by how well the attribute network finds the original's gender and
 age in them; colour and lighting return through the colour matching. The best candidates are blended in turn
 (upscaled first where the face is drawn larger than the generator's output) and the identity judge compares each
-result with the original. Closer than ``threshold``: the next candidate is tried, the second half of the tries with
-fewer original rows kept (``retry_keep_layers``); after ``max_tries`` the face is obscured (``fallback``). No face
-that still matches is returned.
+result with the original. Closer than ``threshold``: the next candidate is tried (the second half of the tries
+optionally with fewer original rows kept, ``retry_keep_layers``); after ``max_tries`` the face is obscured
+(``fallback``). No face that still matches is returned.
 """
 
 from __future__ import annotations
@@ -243,18 +243,20 @@ def paste_synthetic(models: SwapModels, frame: np.ndarray, face: Face, aligned: 
 
 def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[float, float], seeds: list[int],
                 config: SwapConfig) -> Iterator[Candidate]:
-    """The new identities the identity guard tries, in order: the best ranked first half of ``config.max_tries``
-    with ``config.keep_layers`` kept, then (rendered only when asked for) the rest with the fewer rows of
-    ``config.retry_keep_layers``, drawn from the seeds not tried yet."""
+    """The new identities the identity guard tries, best ranked first, at most ``config.max_tries``. With
+    ``config.retry_keep_layers`` set, the second half of them keep those rows instead of ``config.keep_layers``:
+    drawn from the seeds not tried yet, rendered only when the first half has failed."""
+    ranked = ranked_identities(models, ws, face, labels, seeds, config)
+    if config.retry_keep_layers is None:
+        yield from ranked[: config.max_tries]
+        return
     first = (config.max_tries + 1) // 2
-    tried = []
-    for cand in ranked_identities(models, ws, face, labels, seeds, config)[:first]:
-        tried.append(cand.seed)
-        yield cand
+    yield from ranked[:first]
     rest = config.max_tries - first
     if rest <= 0:
         return
     retry = dataclasses.replace(config, keep_layers=config.retry_keep_layers)
+    tried = {c.seed for c in ranked[:first]}
     left = [s for s in seeds if s not in tried] or seeds
     yield from ranked_identities(models, ws, face, labels, left, retry)[:rest]
 

@@ -110,3 +110,19 @@ def test_cli_batch_goes_on_after_bad_files(scene_720p, tmp_path):
     assert len(lines) == 2 and any("empty.jpg" in l for l in lines) and any("notes.jpg" in l for l in lines)
     assert "Traceback" not in r.output
     assert not (out / "empty.jpg").exists()
+
+
+def test_cli_photo_swap_with_poisson_blend(astronaut, tmp_path):
+    """--blend poisson reaches the swap; every face is swapped or falls back, never left as it was."""
+    src = tmp_path / "astro.png"
+    Image.fromarray(astronaut).save(src)
+    out, report = tmp_path / "anon.png", tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["photo", str(src), "-o", str(out), "--blend", "poisson", "--report", str(report),
+                                  "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(report.read_text())
+    assert [f["method"] for f in rep[0]["faces"]][0] in ("swap", "pixelate", "solid")
+    with Image.open(out) as im:
+        assert not np.array_equal(np.asarray(im), astronaut)
+    r = CliRunner().invoke(main, ["photo", str(src), "-o", str(tmp_path / "x.png"), "--blend", "feather"])
+    assert r.exit_code != 0 and "feather" in r.output
