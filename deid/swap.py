@@ -206,10 +206,10 @@ GENDER_WEIGHT = 20.0  # ranking: a full gender flip weighs as much as 20 years o
 
 @torch.no_grad()
 def ranked_identities(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[float, float],
-                      seeds: list[int], config: SwapConfig) -> list[Candidate]:
+                      seeds: list[int], config: SwapConfig, *, rank: bool = True) -> list[Candidate]:
     """New identities for the face with W+ ``ws`` and labels (P(female), age), one per seed, rendered in one
     batch and ordered best first by ``GENDER_WEIGHT * |dP(female)| + |d age|`` (the attribute network on each
-    candidate, warped into its own crop); in seed order when there is no attribute network."""
+    candidate, warped into its own crop); in seed order when there is no attribute network or ``rank`` is False."""
     G = models.G
     c = label_vector(G, *labels, device=ws.device)
     news = torch.cat([swap_ws(G, ws, c, s, config, directions=models.directions, target=labels) for s in seeds])
@@ -219,7 +219,7 @@ def ranked_identities(models: SwapModels, ws: torch.Tensor, face: Face, labels: 
     kept = config.kept_rows(G.num_ws)
     out = [Candidate(s, news[i : i + 1], images[i], kept) for i, s in enumerate(seeds)]
     est = models.attributes
-    if est is None or len(out) == 1:
+    if est is None or len(out) == 1 or not rank:
         return out
     p, age = est.estimate(est.from_crop(images, face, G.img_resolution, G.cfg.align_template))
     for cand, pi, ai in zip(out, p, age):
@@ -245,8 +245,13 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
                 config: SwapConfig) -> Iterator[Candidate]:
     """The new identities the identity guard tries, best ranked first, at most ``config.max_tries``. With
     ``config.retry_keep_layers`` set, the second half of them keep those rows instead of ``config.keep_layers``:
-    drawn from the seeds not tried yet, rendered only when the first half has failed."""
-    ranked = ranked_identities(models, ws, face, labels, seeds, config)
+    drawn from the seeds not tried yet, rendered only when the first half has failed.
+
+    With ``config.key`` the seeds are tried in their own order: they are keyed pseudonyms (the same for every photo
+    of the person), and a ranking, which depends on each photo's pose and light, would pick different ones.
+    """
+    rank = config.key is None
+    ranked = ranked_identities(models, ws, face, labels, seeds, config, rank=rank)
     if config.retry_keep_layers is None:
         yield from ranked[: config.max_tries]
         return
@@ -258,7 +263,7 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
     retry = dataclasses.replace(config, keep_layers=config.retry_keep_layers)
     tried = {c.seed for c in ranked[:first]}
     left = [s for s in seeds if s not in tried] or seeds
-    yield from ranked_identities(models, ws, face, labels, left, retry)[:rest]
+    yield from ranked_identities(models, ws, face, labels, left, retry, rank=rank)[:rest]
 
 
 @torch.no_grad()

@@ -138,3 +138,23 @@ def test_guard_tries_escalate_to_fewer_kept_rows(models, astronaut, astronaut_fa
         assert torch.equal(c.ws[:, list(c.kept)], ws[:, list(c.kept)])
         assert not torch.equal(c.ws[:, 2:4], ws[:, 2:4]) or c.kept == (0, 1, 2, 3)
     assert len(list(guard_tries(models, ws, astronaut_face, (0.5, 30.0), seeds[:1], SwapConfig(max_tries=1)))) == 1
+
+
+def test_keyed_pseudonyms_are_tried_in_seed_order(models, astronaut, astronaut_face):
+    """With --key the first try is the person's keyed identity in every photo: no ranking may reorder it."""
+    import dataclasses
+
+    from deid.align import align_face
+    from deid.attributes import AttributeEstimator
+    from deid.nets.attributes import AttributeConfig, AttributeNet
+    from deid.swap import encode_crop, guard_tries
+
+    torch.manual_seed(2)
+    m = dataclasses.replace(models, attributes=AttributeEstimator(AttributeNet(AttributeConfig()).eval()))
+    aligned = align_face(astronaut, astronaut_face, m.G.img_resolution, m.G.cfg.align_template)
+    ws, _ = encode_crop(m, aligned.image)
+    seeds = [21, 22, 23, 24, 25, 26]
+    keyed = SwapConfig(key="correct horse battery", max_tries=6, candidates=6)
+    assert [c.seed for c in guard_tries(m, ws, astronaut_face, (0.5, 30.0), seeds, keyed)] == seeds
+    plain = [c.seed for c in guard_tries(m, ws, astronaut_face, (0.5, 30.0), seeds, SwapConfig(max_tries=6))]
+    assert sorted(plain) == seeds
