@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from .align import align_face
+from .align import align_face, crop_matrix
 from .config import config_from_dict
 from .errors import ConfigError, ModelError
 from .io.images import to_tensor
@@ -90,8 +90,6 @@ class AttributeEstimator:
         network's crop ``[N, R, R, 3]``: an identity when template and size are the same."""
         if template == self.template and size == self.resolution:
             return images
-        from .align import crop_matrix
-
         r = self.resolution
         if size > 2 * r:  # shrink first: one bilinear warp from 1024 px to 64 px would alias
             images = np.stack([cv2.resize(im, (2 * r, 2 * r), interpolation=cv2.INTER_AREA) for im in images])

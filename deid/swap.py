@@ -202,6 +202,7 @@ class Candidate:
 
 
 GENDER_WEIGHT = 20.0  # ranking: a full gender flip weighs as much as 20 years of age error
+RANK_MAX_RESOLUTION = 256  # larger generators (FFHQ 1024) render candidates one by one, unranked: a batch costs seconds
 
 
 @torch.no_grad()
@@ -248,22 +249,31 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
     drawn from the seeds not tried yet, rendered only when the first half has failed.
 
     With ``config.key`` the seeds are tried in their own order: they are keyed pseudonyms (the same for every photo
-    of the person), and a ranking, which depends on each photo's pose and light, would pick different ones.
+    of the person), and a ranking, which depends on each photo's pose and light, would pick different ones. Without
+    an attribute network, or for a generator above ``RANK_MAX_RESOLUTION``, they are also tried in seed order, and
+    rendered one at a time.
     """
-    rank = config.key is None
-    ranked = ranked_identities(models, ws, face, labels, seeds, config, rank=rank)
+    rank = config.key is None and models.attributes is not None and models.G.img_resolution <= RANK_MAX_RESOLUTION
+
+    def take(pool: list[int], cfg: SwapConfig, n: int) -> Iterator[Candidate]:
+        if rank:  # all rendered in one batch, then ranked
+            yield from ranked_identities(models, ws, face, labels, pool, cfg)[:n]
+        else:  # rendered one by one, only as far as the guard needs
+            for seed in pool[:n]:
+                yield ranked_identities(models, ws, face, labels, [seed], cfg, rank=False)[0]
+
     if config.retry_keep_layers is None:
-        yield from ranked[: config.max_tries]
+        yield from take(seeds, config, config.max_tries)
         return
     first = (config.max_tries + 1) // 2
-    yield from ranked[:first]
+    tried = set()
+    for cand in take(seeds, config, first):
+        tried.add(cand.seed)
+        yield cand
     rest = config.max_tries - first
-    if rest <= 0:
-        return
-    retry = dataclasses.replace(config, keep_layers=config.retry_keep_layers)
-    tried = {c.seed for c in ranked[:first]}
-    left = [s for s in seeds if s not in tried] or seeds
-    yield from ranked_identities(models, ws, face, labels, left, retry, rank=rank)[:rest]
+    if rest > 0:
+        retry = dataclasses.replace(config, keep_layers=config.retry_keep_layers)
+        yield from take([s for s in seeds if s not in tried] or seeds, retry, rest)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AttributeConfig", "AttributeNet", "AGE_BINS"]
+__all__ = ["AGE_BINS", "AttributeConfig", "AttributeNet", "age_targets"]
 
 AGE_BINS = (0.5, 1.5, 3, 5, 8, 11, 14, 17, 20, 23, 26, 29, 32, 36, 40, 45, 50, 55, 60, 66, 72, 80, 90)  # years
 
