@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,10 +20,8 @@ import numpy as np
 import torch
 
 from .align import align_face, crop_matrix
-from .config import config_from_dict
-from .errors import ConfigError, ModelError
 from .io.images import to_tensor
-from .io.weights import default_model_path
+from .io.weights import default_model_path, load_net
 from .nets.attributes import AttributeConfig, AttributeNet
 from .types import Face
 
@@ -41,20 +38,10 @@ class AttributeEstimator:
     @classmethod
     def load(cls, path: str | Path | None = None, *, device: torch.device | str = "cpu") -> "AttributeEstimator":
         """Load ``path`` (default: the shipped network). Raises ModelError on missing or malformed files."""
-        from safetensors.torch import load_file
-
-        path = Path(path) if path else default_model_path(DEFAULT_ATTRIBUTES)
-        jp = path.with_suffix(".json")
-        if not path.is_file() or not jp.is_file():
-            raise ModelError(f"{path}: attribute network weights or their .json are missing")
-        try:
-            cfg = config_from_dict(AttributeConfig, json.loads(jp.read_text())["config"])
-            net = AttributeNet(cfg)
-            net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
-        except (KeyError, TypeError, ValueError, ConfigError, RuntimeError) as exc:
-            raise ModelError(f"{path}: not a deid attribute network ({str(exc).splitlines()[0]})") from exc
+        net = load_net(path or default_model_path(DEFAULT_ATTRIBUTES), AttributeConfig, AttributeNet,
+                       "attribute network")
         device = torch.device(device)
-        return cls(net.eval().requires_grad_(False).to(device), device)
+        return cls(net.to(device), device)
 
     @property
     def resolution(self) -> int:

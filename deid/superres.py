@@ -12,17 +12,14 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import config_from_dict
-from .errors import ConfigError, ModelError
 from .io.images import to_tensor, to_uint8
-from .io.weights import default_model_path
+from .io.weights import default_model_path, load_net
 from .nets.superres import SuperResConfig, SuperResNet
 
 __all__ = ["FaceUpscaler", "DEFAULT_SUPERRES", "needs_upscale"]
@@ -45,20 +42,10 @@ class FaceUpscaler:
     @classmethod
     def load(cls, path: str | Path | None = None, *, device: torch.device | str = "cpu") -> "FaceUpscaler":
         """Load ``path`` (default: the shipped network). Raises ModelError on missing or malformed files."""
-        from safetensors.torch import load_file
-
-        path = Path(path) if path else default_model_path(DEFAULT_SUPERRES)
-        jp = path.with_suffix(".json")
-        if not path.is_file() or not jp.is_file():
-            raise ModelError(f"{path}: super-resolution weights or their .json are missing")
-        try:
-            cfg = config_from_dict(SuperResConfig, json.loads(jp.read_text())["config"])
-            net = SuperResNet(cfg)
-            net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
-        except (KeyError, TypeError, ValueError, ConfigError, RuntimeError) as exc:
-            raise ModelError(f"{path}: not a deid super-resolution network ({str(exc).splitlines()[0]})") from exc
+        net = load_net(path or default_model_path(DEFAULT_SUPERRES), SuperResConfig, SuperResNet,
+                       "super-resolution network")
         device = torch.device(device)
-        return cls(net.eval().requires_grad_(False).to(device), device)
+        return cls(net.to(device), device)
 
     @property
     def scale(self) -> int:

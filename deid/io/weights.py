@@ -19,7 +19,7 @@ from ..errors import ConfigError, ModelError
 from ..nets.generator import Generator
 
 __all__ = ["save_generator", "load_generator", "read_model_info", "default_generator_path", "default_model_path",
-           "atomic_save_file"]
+           "atomic_save_file", "save_net", "load_net"]
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -48,6 +48,33 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadat
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     tmp.replace(path)
+
+
+def save_net(net: torch.nn.Module, path: str | Path, fmt: str, info: dict | None = None) -> None:
+    """A helper network (``net.cfg`` a config dataclass) as fp16 safetensors plus ``path.json``
+    (``{"format": fmt, "config": ..., "info": info}``), both written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save_file({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, path,
+                     metadata={"format": fmt})
+    doc = {"format": fmt, "config": dataclasses.asdict(net.cfg), "info": info or {}}
+    tmp = _json_path(path).with_name(_json_path(path).name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(_json_path(path))
+
+
+def load_net(path: str | Path, cfg_cls: type, net_cls: type, what: str) -> torch.nn.Module:
+    """Read back what ``save_net`` wrote: ``net_cls(config_from_dict(cfg_cls, ...))`` with its tensors (float32, eval
+    mode, no gradients). Raises ModelError naming ``path`` and ``what`` on missing or malformed files."""
+    path = Path(path)
+    if not path.is_file() or not _json_path(path).is_file():
+        raise ModelError(f"{path}: {what} weights or their .json are missing")
+    try:
+        net = net_cls(config_from_dict(cfg_cls, json.loads(_json_path(path).read_text())["config"]))
+        net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+    except (KeyError, TypeError, ValueError, ConfigError, RuntimeError) as exc:
+        raise ModelError(f"{path}: not a deid {what} ({str(exc).splitlines()[0]})") from exc
+    return net.eval().requires_grad_(False)
 
 
 def save_generator(G: Generator, path: str | Path, *, dtype: torch.dtype = torch.float16, info: dict | None = None) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..io.weights import atomic_save_file
+from ..io.weights import save_net
 from ..nets.attributes import AttributeConfig, AttributeNet, age_targets
 from .checkpoint import load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .data import FaceDataset
@@ -106,13 +106,8 @@ def evaluate(net: AttributeNet, data: FaceDataset, *, batch: int = 256) -> tuple
 
 
 def save_attribute_net(net: AttributeNet, path: str | Path, info: dict | None = None) -> None:
-    """fp16 safetensors + a JSON of its config (``deid.attributes.load_attribute_net`` reads them)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_file({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, path,
-                     metadata={"format": "deid-attributes"})
-    doc = {"format": "deid-attributes", "config": dataclasses.asdict(net.cfg), "info": info or {}}
-    path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    """fp16 safetensors + a JSON of its config (``deid.attributes.AttributeEstimator.load`` reads them)."""
+    save_net(net, path, "deid-attributes", info)
 
 
 def train_attributes(cfg: AttributeTrainConfig, *, run_dir: str | Path, device: torch.device,

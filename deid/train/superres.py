@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..io.weights import atomic_save_file
+from ..io.weights import save_net
 from ..nets.superres import SuperResConfig, SuperResNet
 from .checkpoint import load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .data import FaceDataset
@@ -82,12 +82,8 @@ def validate_superres(net: SuperResNet, hr: torch.Tensor, *, batch: int = 64) ->
 
 
 def save_superres(net: SuperResNet, path: str | Path, info: dict | None = None) -> None:
-    """fp16 safetensors + a JSON of its config (``deid.superres.load_superres`` reads them)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save_file({k: v.half() for k, v in net.state_dict().items()}, path, metadata={"format": "deid-superres"})
-    doc = {"format": "deid-superres", "config": dataclasses.asdict(net.cfg), "info": info or {}}
-    path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    """fp16 safetensors + a JSON of its config (``deid.superres.FaceUpscaler.load`` reads them)."""
+    save_net(net, path, "deid-superres", info)
 
 
 def train_superres(cfg: SuperResTrainConfig, *, run_dir: str | Path, device: torch.device,
