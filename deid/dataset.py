@@ -8,8 +8,9 @@ One run:
 2. **Cluster identities** (mode "swap" with a key only): every selected face of every image is detected and described
    by the identity judge (dlib, 128-D); faces closer than ``CLUSTER_DISTANCE`` to a cluster's centroid join it
    (greedy, in file order). Each face's new identity is then derived from the key and its cluster's label, so the
-   same person gets the same synthetic person in every photo of the run. Descriptors stay in memory for this step
-   only; they are never written anywhere.
+   same person gets the same synthetic person in every photo of the run (the keyed tries come in the same order
+   everywhere; where the identity guard rejects the first for one photo, that photo gets the next: privacy before
+   consistency). Descriptors stay in memory for this step only; they are never written anywhere.
 3. **Anonymise** the images not finished yet, in this process or in ``workers`` spawned processes (each loads the
    detector and models once). Every output is written atomically (``write_image``); only then is the file's line
    appended to the journal ``.deid-journal.jsonl`` in ``out_dir``.
