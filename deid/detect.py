@@ -21,6 +21,8 @@ __all__ = ["FaceDetector", "detect_faces"]
 
 # MTCNN's P-net looks at 12x12 windows: a face of min_face_size pixels is scanned at scale 12 / min_face_size.
 _PNET_WINDOW = 12
+_DIRECT_MIN = 16  # the whole pass searches faces down to this size itself (then refines them); below, tiles
+_REFINE_SIDE = 96  # side of the upscaled crop a small face is re-detected in
 
 
 class FaceDetector:
@@ -98,27 +100,33 @@ def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
     cfg = detector.config
     h, w = image.shape[:2]
     rows = []
-    # 1) whole image at the working size
     s = min(1.0, cfg.max_size / max(h, w))
     work = _scaled(image, s)
-    found = detector._run([np.ascontiguousarray(work)], min_face=max(cfg.min_face * s, cfg.small_face))[0]
-    rows.append(_rescale(found, 1 / s, 0, 0))
-    # 2) small faces: upscaled overlapping tiles
-    if cfg.tile and cfg.min_face * s < cfg.small_face * 1.5:
-        t = cfg.small_face / cfg.min_face  # original -> tile scale
-        if t * max(h, w) > cfg.tile or t > 1:
-            big = _scaled(image, t)
-            bh, bw = big.shape[:2]
-            tile = min(cfg.tile, max(bh, bw))
-            th, tw = min(tile, bh), min(tile, bw)
-            corners = _tiles(bh, bw, tile, overlap=int(cfg.small_face * 4))
-            crops = [big[y : y + th, x : x + tw] for y, x in corners]
-            crops = [np.ascontiguousarray(_pad_to(c, th, tw)) for c in crops]
-            for i in range(0, len(crops), 8):
-                for (y, x), found in zip(corners[i : i + 8], detector._run(crops[i : i + 8], min_face=cfg.small_face)):
-                    # only keep small faces here: big ones are cut by tile borders and the whole pass has them
-                    keep = np.maximum(found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]) < cfg.small_face * 3
-                    rows.append(_rescale(found[keep], 1 / t, x, y))
+    if cfg.tile and cfg.min_face * s >= _DIRECT_MIN and cfg.min_face * s < cfg.small_face:
+        # the whole pass can reach min_face itself: one pass down to it, then the small faces it found are
+        # re-detected in upscaled crops of their own for accurate landmarks (what the tiles would give, for less)
+        found = detector._run([np.ascontiguousarray(work)], min_face=cfg.min_face * s)[0]
+        rows.append(_rescale(_refine_small(work, found, detector, cfg.small_face), 1 / s, 0, 0))
+    else:
+        # 1) whole image at the working size
+        found = detector._run([np.ascontiguousarray(work)], min_face=max(cfg.min_face * s, cfg.small_face))[0]
+        rows.append(_rescale(found, 1 / s, 0, 0))
+        # 2) small faces: upscaled overlapping tiles
+        if cfg.tile and cfg.min_face * s < cfg.small_face * 1.5:
+            t = cfg.small_face / cfg.min_face  # original -> tile scale
+            if t * max(h, w) > cfg.tile or t > 1:
+                big = _scaled(image, t)
+                bh, bw = big.shape[:2]
+                tile = min(cfg.tile, max(bh, bw))
+                th, tw = min(tile, bh), min(tile, bw)
+                corners = _tiles(bh, bw, tile, overlap=int(cfg.small_face * 4))
+                crops = [big[y : y + th, x : x + tw] for y, x in corners]
+                crops = [np.ascontiguousarray(_pad_to(c, th, tw)) for c in crops]
+                for i in range(0, len(crops), 8):
+                    for (y, x), found in zip(corners[i : i + 8], detector._run(crops[i : i + 8], min_face=cfg.small_face)):
+                        # only keep small faces here: big ones are cut by tile borders and the whole pass has them
+                        keep = np.maximum(found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]) < cfg.small_face * 3
+                        rows.append(_rescale(found[keep], 1 / t, x, y))
     allrows = np.concatenate(rows, axis=0) if rows else np.zeros((0, 15), np.float32)
     allrows = allrows[allrows[:, 4] >= cfg.min_score]
     sizes = np.maximum(allrows[:, 2] - allrows[:, 0], allrows[:, 3] - allrows[:, 1])
@@ -129,6 +137,36 @@ def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
     faces = [Face(box=r[:4], score=float(r[4]), landmarks=r[5:].reshape(5, 2)) for r in allrows]
     faces.sort(key=lambda f: -f.size)
     return faces
+
+
+def _refine_small(image: np.ndarray, rows: np.ndarray, detector: FaceDetector, small_face: int) -> np.ndarray:
+    """Detections ``rows`` of ``image`` under ``small_face`` px re-detected in a crop of their own (2.7x the face,
+    resized to ``_REFINE_SIDE`` px: the face becomes ~36 px), all crops in one batch; a re-detection near the same
+    centre replaces the row (box, score, landmarks). Rows without one are kept as they were."""
+    sizes = np.maximum(rows[:, 2] - rows[:, 0], rows[:, 3] - rows[:, 1])
+    idx = np.nonzero(sizes < small_face)[0]
+    if len(idx) == 0:
+        return rows
+    h, w = image.shape[:2]
+    crops, frames = [], []
+    for i in idx:
+        cx, cy = (rows[i, 0] + rows[i, 2]) / 2, (rows[i, 1] + rows[i, 3]) / 2
+        side = max(sizes[i] * 2.7, 8.0)
+        k = _REFINE_SIDE / side  # crop px per image px
+        m = np.array([[k, 0, _REFINE_SIDE / 2 - k * cx], [0, k, _REFINE_SIDE / 2 - k * cy]], np.float64)
+        crops.append(cv2.warpAffine(image, m, (_REFINE_SIDE, _REFINE_SIDE), flags=cv2.INTER_CUBIC,
+                                    borderMode=cv2.BORDER_REPLICATE))
+        frames.append((k, cx - _REFINE_SIDE / 2 / k, cy - _REFINE_SIDE / 2 / k, cx, cy, sizes[i]))
+    out = rows.copy()
+    for i, again, (k, ox, oy, cx, cy, size) in zip(idx, detector._run(crops, min_face=small_face), frames):
+        if len(again) == 0:
+            continue
+        again = _rescale(again, 1 / k, ox * k, oy * k)
+        d = np.hypot((again[:, 0] + again[:, 2]) / 2 - cx, (again[:, 1] + again[:, 3]) / 2 - cy)
+        j = int(np.argmin(d))
+        if d[j] < 0.5 * size:
+            out[i] = again[j]
+    return out
 
 
 def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
