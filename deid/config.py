@@ -166,7 +166,7 @@ class DetectConfig:
     min_score: float = 0.9  # drop final detections scoring below this
     max_size: int = 1920  # longer side of the working image for the whole-image pass; larger photos are shrunk
     tile: int = 720  # tile side (pixels of the upscaled image) for the small-face pass; 0 = no tiling
-    small_face: int = 24  # faces smaller than this (pixels, at working scale) are searched in upscaled tiles
+    small_face: int = 24  # faces smaller than this (pixels, at working scale) get upscaled crops or tiles (deid.detect)
     nms_iou: float = 0.3  # boxes overlapping more than this (IoU) are merged, keeping the highest score
     factor: float = 0.709  # MTCNN pyramid scale step
 

@@ -1,8 +1,11 @@
 """Face detection: facenet-pytorch's MTCNN, wrapped for photos of any size and faces down to ~16 px.
 
-Large photos are searched whole at a capped working size (``DetectConfig.max_size``). When the smallest face asked
-for would be under ``small_face`` pixels at that size, the photo is also cut into overlapping tiles, upscaled so such
-faces reach ``small_face`` pixels, and searched again; results are mapped back to original pixels and merged by NMS.
+Photos are searched whole at a capped working size (``DetectConfig.max_size``). When the smallest face asked for is
+at least 16 px at that size, one pass goes down to it, and the faces it finds under ``small_face`` pixels are
+re-detected in upscaled crops of their own, for accurate landmarks. When it is smaller (a large photo shrunk to the
+working size), the whole pass stops at ``small_face`` pixels and the photo is also cut into overlapping tiles,
+upscaled so such faces reach ``small_face`` pixels, and searched again. Results are mapped back to original pixels
+and merged by NMS.
 """
 
 from __future__ import annotations
