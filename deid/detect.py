@@ -145,7 +145,7 @@ def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
 def _refine_small(image: np.ndarray, rows: np.ndarray, detector: FaceDetector, small_face: int) -> np.ndarray:
     """Detections ``rows`` of ``image`` under ``small_face`` px re-detected in a crop of their own (2.7x the face,
     resized to ``_REFINE_SIDE`` px: the face becomes ~36 px), all crops in one batch; a re-detection near the same
-    centre replaces the row (box, score, landmarks). Rows without one are kept as they were."""
+    centre replaces the row's box and landmarks (its score only when higher). Rows without one are kept."""
     sizes = np.maximum(rows[:, 2] - rows[:, 0], rows[:, 3] - rows[:, 1])
     idx = np.nonzero(sizes < small_face)[0]
     if len(idx) == 0:
@@ -169,6 +169,7 @@ def _refine_small(image: np.ndarray, rows: np.ndarray, detector: FaceDetector, s
         j = int(np.argmin(d))
         if d[j] < 0.5 * size:
             out[i] = again[j]
+            out[i, 4] = max(again[j, 4], rows[i, 4])  # a weaker re-detection must not drop a face already found
     return out
 
 
