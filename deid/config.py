@@ -293,8 +293,8 @@ class SwapConfig:
     max_tries: int = 8
     # new identities drawn, rendered in one batch and ranked by the attribute network (kept gender and age); the
     # guard tries the best max_tries. Ranking 6 instead of trying 4 in seed order measured no better on 500 held-out
-    # faces (gender agreement 0.854 vs 0.864, age MAE 8.0 vs 7.9, both within noise), so the default ranks just the
-    # seeds the guard may try (no extra renders)
+    # faces (gender agreement 0.854 vs 0.864, age MAE 8.0 vs 7.9, both within noise), so the default draws no more
+    # than the guard may try (all of them are still rendered up front, in one batch, to be ranked)
     candidates: int = 8
     # W+ rows kept on the second half of the tries (None = keep_layers): fewer rows move the new face further from
     # the original. "0-1" measured no fewer fallbacks on 500 held-out faces (0.246 vs 0.236): the fallbacks are

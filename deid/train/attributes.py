@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .data import FaceDataset
 from .loop import autocast_for
 
-__all__ = ["AttributeTrainConfig", "AttributeStats", "augment", "evaluate", "train_attributes", "save_attribute_net"]
+__all__ = ["AttributeTrainConfig", "AttributeStats", "augment", "evaluate", "train_attributes"]
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,6 @@ def evaluate(net: AttributeNet, data: FaceDataset, *, batch: int = 256) -> tuple
     return correct / len(data), err / len(data)
 
 
-def save_attribute_net(net: AttributeNet, path: str | Path, info: dict | None = None) -> None:
-    """fp16 safetensors + a JSON of its config (``deid.attributes.AttributeEstimator.load`` reads them)."""
-    save_net(net, path, "deid-attributes", info)
-
-
 def train_attributes(cfg: AttributeTrainConfig, *, run_dir: str | Path, device: torch.device,
                      progress: Callable[[int, int, float], None] | None = None,
                      stop_after_epochs: int | None = None) -> list[AttributeStats]:
@@ -175,7 +170,7 @@ def train_attributes(cfg: AttributeTrainConfig, *, run_dir: str | Path, device: 
                         {"opt": opt.state_dict(), "sched": sched.state_dict(), "rng": gen.get_state(),
                          "torch_rng": torch.get_rng_state()},
                         {"epoch": epoch, "config": dataclasses.asdict(cfg)})
-        save_attribute_net(net, run_dir / "attributes.safetensors",
-                           info={"epoch": epoch, "val_gender_acc": acc, "val_age_mae": mae,
-                                 "val_faces": len(val), "train_faces": len(train)})
+        save_net(net, run_dir / "attributes.safetensors", "deid-attributes",
+                 info={"epoch": epoch, "val_gender_acc": acc, "val_age_mae": mae,
+                       "val_faces": len(val), "train_faces": len(train)})
     return out

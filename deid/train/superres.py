@@ -27,7 +27,7 @@ from .checkpoint import load_checkpoint, prefixed, save_checkpoint, unprefixed
 from .data import FaceDataset
 from .loop import autocast_for
 
-__all__ = ["SuperResTrainConfig", "SuperResStats", "train_superres", "save_superres", "validate_superres"]
+__all__ = ["SuperResTrainConfig", "SuperResStats", "train_superres", "validate_superres"]
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,6 @@ def validate_superres(net: SuperResNet, hr: torch.Tensor, *, batch: int = 64) ->
         bicubic.append(_psnr(F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False).clamp(-1, 1), y))
     net.train(was)
     return float(torch.cat(ours).mean()), float(torch.cat(bicubic).mean())
-
-
-def save_superres(net: SuperResNet, path: str | Path, info: dict | None = None) -> None:
-    """fp16 safetensors + a JSON of its config (``deid.superres.FaceUpscaler.load`` reads them)."""
-    save_net(net, path, "deid-superres", info)
 
 
 def train_superres(cfg: SuperResTrainConfig, *, run_dir: str | Path, device: torch.device,
@@ -149,8 +144,8 @@ def train_superres(cfg: SuperResTrainConfig, *, run_dir: str | Path, device: tor
             save_checkpoint(run_dir, prefixed(S=net),
                             {"opt": opt.state_dict(), "sched": sched.state_dict(), "rng": gen.get_state()},
                             {"step": step, "config": dataclasses.asdict(cfg)})
-            save_superres(net, run_dir / "superres.safetensors",
-                          info={"step": step, "val_psnr": psnr, "val_psnr_bicubic": psnr_bicubic,
-                                "val_faces": len(val_hr), "train_faces": len(train)})
+            save_net(net, run_dir / "superres.safetensors", "deid-superres",
+                     info={"step": step, "val_psnr": psnr, "val_psnr_bicubic": psnr_bicubic,
+                           "val_faces": len(val_hr), "train_faces": len(train)})
             loss_sum, n, t0 = 0.0, 0, time.time()
     return out
