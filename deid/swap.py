@@ -43,7 +43,8 @@ from .superres import DEFAULT_SUPERRES, FaceUpscaler, needs_upscale
 from .types import AlignedFace, Face, SwapResult
 
 __all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws",
-           "face_labels", "label_vector", "ranked_identities", "Candidate", "paste_synthetic", "guard_tries"]
+           "face_labels", "label_vector", "ranked_identities", "Candidate", "paste_synthetic", "guard_tries",
+           "guard_batches", "first_unrecognisable"]
 
 
 @dataclass
@@ -250,17 +251,23 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
 
     With ``config.key`` the seeds are tried in their own order: they are keyed pseudonyms (the same for every photo
     of the person), and a ranking, which depends on each photo's pose and light, would pick different ones. Without
-    an attribute network, or for a generator above ``RANK_MAX_RESOLUTION``, they are also tried in seed order, and
-    rendered one at a time.
+    an attribute network, with ``config.candidates`` 1, or for a generator above ``RANK_MAX_RESOLUTION``, they are also
+    tried in seed order, and rendered only as the guard asks for them (``guard_batches``).
     """
-    rank = config.key is None and models.attributes is not None and models.G.img_resolution <= RANK_MAX_RESOLUTION
+    rank = (config.key is None and config.candidates > 1 and models.attributes is not None
+            and models.G.img_resolution <= RANK_MAX_RESOLUTION)
 
     def take(pool: list[int], cfg: SwapConfig, n: int) -> Iterator[Candidate]:
         if rank:  # all rendered in one batch, then ranked
             yield from ranked_identities(models, ws, face, labels, pool, cfg)[:n]
-        else:  # rendered one by one, only as far as the guard needs
-            for seed in pool[:n]:
-                yield ranked_identities(models, ws, face, labels, [seed], cfg, rank=False)[0]
+        else:  # rendered only as far as the guard needs, in the guard's batches
+            start = 0
+            for size in guard_batches(models, cfg):
+                batch = pool[start : min(start + size, n)]
+                if not batch:
+                    return
+                start += len(batch)
+                yield from ranked_identities(models, ws, face, labels, batch, cfg, rank=False)
 
     if config.retry_keep_layers is None:
         yield from take(seeds, config, config.max_tries)
@@ -274,6 +281,43 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
     if rest > 0:
         retry = dataclasses.replace(config, keep_layers=config.retry_keep_layers)
         yield from take([s for s in seeds if s not in tried] or seeds, retry, rest)
+
+
+GUARD_BATCH = 8  # tries checked together after the first: a batch of small faces costs little more than one
+
+
+def guard_batches(models: SwapModels, config: SwapConfig) -> list[int]:
+    """How many tries the guard renders, pastes and checks at a time: the first alone (most faces pass it), then the
+    rest in near-equal batches of at most ``GUARD_BATCH`` for generators up to ``RANK_MAX_RESOLUTION`` (a batch of
+    small faces through the generator and the identity network costs little more than one); one at a time for
+    large generators (seconds a face)."""
+    if models.G.img_resolution > RANK_MAX_RESOLUTION or config.max_tries == 1:
+        return [1] * config.max_tries
+    rest = config.max_tries - 1
+    n = -(-rest // GUARD_BATCH)
+    return [1] + [rest // n + (1 if i < rest % n else 0) for i in range(n)]
+
+
+def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, aligned: AlignedFace,
+                         original: np.ndarray, tries: Iterator[Candidate], config: SwapConfig, *, margin: float = 0.0,
+                         grain: int = 0) -> tuple[int, Candidate, np.ndarray, float] | None:
+    """The identity guard: paste the ``tries`` in turn (in the batches of ``guard_batches``) and return the first
+    whose face the identity judge finds at least ``config.threshold + margin`` from ``original`` (the original face's
+    descriptor), as (its 1-based try number, the candidate, the new frame, the distance); None when none is.
+    ``grain``: XORed into each candidate's seed for the blend's grain (video: the frame index)."""
+    judge = models.judge
+    attempt = 0
+    for size in guard_batches(models, config):
+        chunk = [cand for _, cand in zip(range(size), tries)]
+        if not chunk:
+            break
+        outs = [paste_synthetic(models, frame, face, aligned, c.image, c.seed ^ grain, config.blend) for c in chunk]
+        for cand, out, e in zip(chunk, outs, judge.embed_many(outs, [face.box] * len(outs))):
+            attempt += 1
+            dist = judge.distance(original, e)
+            if dist >= config.threshold + margin:
+                return attempt, cand, out, dist
+    return None
 
 
 @torch.no_grad()
@@ -292,13 +336,13 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     original = judge.embed(frame, face.box)
     seeds = [identity_seed(config, aligned.image, original, k, cluster=cluster)
              for k in range(max(config.candidates, config.max_tries))]
-    for attempt, cand in enumerate(guard_tries(models, ws, face, (female, age), seeds, config)):
-        out = paste_synthetic(models, frame, face, aligned, cand.image, cand.seed, config.blend)
-        dist = judge.distance(original, judge.embed(out, face.box))
-        if dist >= config.threshold:
-            female_after, age_after = face_labels(models, out, face)  # as read on the anonymised face
-            return out, SwapResult("swap", attempt + 1, dist, female, age, cand.seed,
-                                   female_after=female_after, age_after=age_after)
+    tries = guard_tries(models, ws, face, (female, age), seeds, config)
+    found = first_unrecognisable(models, frame, face, aligned, original, tries, config)
+    if found is not None:
+        attempt, cand, out, dist = found
+        female_after, age_after = face_labels(models, out, face)  # as read on the anonymised face
+        return out, SwapResult("swap", attempt, dist, female, age, cand.seed,
+                               female_after=female_after, age_after=age_after)
     method = config.fallback
     out = obscure_face(frame, face, method)
     dist = judge.distance(original, judge.embed(out, face.box))

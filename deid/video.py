@@ -32,7 +32,8 @@ from .detect import FaceDetector, detect_faces
 from .io.images import check_output_path
 from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
 from .obscure import obscure_face
-from .swap import SwapModels, encode_crop, face_labels, guard_tries, identity_seed, paste_synthetic, render_ws
+from .swap import (SwapModels, encode_crop, face_labels, first_unrecognisable, guard_tries, identity_seed,
+                   paste_synthetic, render_ws)
 from .track import FaceTracker, TrackedFace, backtrack
 from .types import Face
 
@@ -237,16 +238,18 @@ class _Anonymizer:
         if face.size >= SMALL_FACE:
             seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(max(cfg.candidates, cfg.max_tries))]
             tries = guard_tries(self.models, ws, face, (tr.female, tr.age), seeds, cfg)
-        for attempt, cand in enumerate(tries):
-            seed, new_ws = cand.seed, cand.ws
-            result = paste_synthetic(self.models, out, face, aligned, cand.image, seed ^ frame.index, cfg.blend)
-            dist = judge.distance(original, judge.embed(result, face.box))
-            tr.tries, tr.guard_checks = attempt + 1, tr.guard_checks + 1
-            if dist >= cfg.threshold + _margin(face):
-                tr.method, tr.seed, tr.min_identity_distance = "swap", seed, dist
-                keep = list(cand.kept)
-                kept = new_ws[:, keep].clone() if keep else None
-                return result, _SwapState(new_ws=new_ws, seed=seed, keep=keep, prev=(frame.index, kept))
+        found = first_unrecognisable(self.models, out, face, aligned, original, tries, cfg, margin=_margin(face),
+                                     grain=frame.index)
+        if found is not None:
+            attempt, cand, result, dist = found
+            tr.tries, tr.guard_checks = attempt, tr.guard_checks + attempt
+            tr.method, tr.seed, tr.min_identity_distance = "swap", cand.seed, dist
+            keep = list(cand.kept)
+            kept = cand.ws[:, keep].clone() if keep else None
+            return result, _SwapState(new_ws=cand.ws, seed=cand.seed, keep=keep, prev=(frame.index, kept))
+        if face.size >= SMALL_FACE:
+            tr.tries = cfg.max_tries
+            tr.guard_checks += cfg.max_tries
         # as in photos: the fallback must not be recognisable either, else the face is filled
         mode, scale = cfg.fallback, self.cfg.photo.obscure_scale
         result = obscure_face(out, face, mode, scale=scale)

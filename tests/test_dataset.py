@@ -294,6 +294,11 @@ class _RecordingJudge:
         self.seen.extend(e)
         return e
 
+    def embed_many(self, images, boxes):
+        e = self._judge.embed_many(images, boxes)
+        self.seen.extend(e)
+        return e
+
     distance = staticmethod(IdentityJudge.distance)
 
 

@@ -75,3 +75,35 @@ def test_rejects_bad_inputs(judge):
         judge.embed(img.astype(np.float32), ASTRONAUT_BOX)
     with pytest.raises(ValueError, match="x1 > x0"):
         judge.embed(img, [10, 10, 5, 20])
+
+
+def test_torch_network_equals_dlibs_own(judge):
+    """The descriptor network ported to PyTorch gives dlib's descriptors (same chips, same weights), one face at a
+    time, several faces of a photo, and one face in each of several photos."""
+    assert judge.backend == "torch"
+    reference = IdentityJudge.default(backend="dlib")
+    astro, cam = skdata.astronaut(), gray3(skdata.camera())
+    for img, box in ((astro, ASTRONAUT_BOX), (cam, CAMERA_BOX), (gray3(astro), ASTRONAUT_BOX + 4)):
+        np.testing.assert_allclose(judge.embed(img, box), reference.embed(img, box), atol=1e-4)
+    boxes = np.stack([ASTRONAUT_BOX, ASTRONAUT_BOX + 3])
+    np.testing.assert_allclose(judge.embed_batch(astro, boxes), reference.embed_batch(astro, boxes), atol=1e-4)
+    many = judge.embed_many([astro, cam], [ASTRONAUT_BOX, CAMERA_BOX])
+    assert many.shape == (2, EMBEDDING_DIM)
+    np.testing.assert_allclose(many, reference.embed_many([astro, cam], [ASTRONAUT_BOX, CAMERA_BOX]), atol=1e-4)
+    assert judge.embed_many([], []).shape == (0, EMBEDDING_DIM)
+
+
+def test_dlib_network_reader_refuses_other_files(tmp_path):
+    from deid.errors import ModelError
+    from deid.eval._common import package_file
+    from deid.nets.dlib_resnet import read_dlib_face_net
+
+    bad = tmp_path / "not-a-net.dat"
+    bad.write_bytes(b"\x01\x15input_rgb_image_sized" + bytes(64))
+    with pytest.raises(ModelError, match="not-a-net.dat"):
+        read_dlib_face_net(bad)
+    with pytest.raises(ModelError, match="not found"):
+        read_dlib_face_net(tmp_path / "missing.dat")
+    # dlib's 5-point shape predictor is a dlib file too, but not the network
+    with pytest.raises(ModelError, match="not dlib's face recognition network"):
+        read_dlib_face_net(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat"))

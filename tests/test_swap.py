@@ -158,3 +158,54 @@ def test_keyed_pseudonyms_are_tried_in_seed_order(models, astronaut, astronaut_f
     assert [c.seed for c in guard_tries(m, ws, astronaut_face, (0.5, 30.0), seeds, keyed)] == seeds
     plain = [c.seed for c in guard_tries(m, ws, astronaut_face, (0.5, 30.0), seeds, SwapConfig(max_tries=6))]
     assert sorted(plain) == seeds
+
+
+class _ScriptedJudge:
+    """The real judge's descriptors, but a scripted distance: the ``k``-th comparison (1-based) finds the faces far
+    apart only for ``k`` in ``passing``. The guard compares the original with one try after the other, so the test
+    decides which try passes. Records the batch sizes of ``embed_many``."""
+
+    def __init__(self, judge, passing):
+        self.judge, self.passing, self.batches, self.checked = judge, set(passing), [], 0
+
+    def embed(self, image, box):
+        return self.judge.embed(image, box)
+
+    def embed_many(self, images, boxes):
+        self.batches.append(len(images))
+        return self.judge.embed_many(images, boxes)
+
+    def distance(self, a, b):
+        self.checked += 1
+        return 1.0 if self.checked in self.passing else 0.1
+
+
+@pytest.mark.parametrize("candidates", [1, 8])
+def test_guard_takes_the_first_passing_try_checking_in_batches(models, astronaut, astronaut_face, candidates):
+    """The guard checks the first try alone, then the rest in one batch, and returns the first try (in order) that
+    the judge finds far enough; the report counts the tries up to it."""
+    import dataclasses
+
+    from deid.align import align_face
+    from deid.swap import encode_crop, face_labels, guard_batches, guard_tries
+
+    cfg = SwapConfig(max_tries=8, candidates=candidates)
+    assert guard_batches(models, cfg) == [1, 7]
+    judge = _ScriptedJudge(models.judge, passing={4, 6})
+    m = dataclasses.replace(models, judge=judge)
+    out, res = swap_face(astronaut, astronaut_face, m, cfg)
+    assert res.method == "swap" and res.tries == 4 and res.distance == 1.0
+    assert judge.batches == [1, 7]
+    # the returned seed is the 4th of the tries the guard was given
+    aligned = align_face(astronaut, astronaut_face, m.G.img_resolution, m.G.cfg.align_template)
+    ws, head = encode_crop(m, aligned.image)
+    original = models.judge.embed(astronaut, astronaut_face.box)
+    seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(8)]
+    tries = list(guard_tries(m, ws, astronaut_face, face_labels(m, astronaut, astronaut_face, head), seeds, cfg))
+    assert res.seed == tries[3].seed
+    if candidates == 1:
+        assert [c.seed for c in tries] == seeds  # unranked: seed order
+    # nothing passes: every try checked, then the fallback
+    judge = _ScriptedJudge(models.judge, passing=set())
+    out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge), cfg)
+    assert res.method in ("pixelate", "solid") and judge.batches == [1, 7]
