@@ -290,7 +290,7 @@ class SwapConfig:
     threshold: float = 0.6  # identity guard: anonymised face must be at least this far (dlib distance)
     # new identities the guard tries before falling back. 16 instead of 8 on 500 held-out faces (benchmarks/swap.py,
     # session 4, unranked): fallbacks 0.212 -> 0.176 (adults 0.05 -> 0.04, 10-17 0.06 -> 0.03, 0-9 0.63 -> 0.55),
-    # gender/age unchanged; affordable since the identity judge runs in PyTorch and checks tries in batches
+    # gender/age unchanged; affordable since the identity judge runs in PyTorch and checks tries in doubling batches
     # (deid.swap.guard_batches). (Session 3: 4 -> 8 took fallbacks 0.246 -> 0.194.)
     max_tries: int = 16
     # new identities drawn, rendered in one batch and ranked by the attribute network (kept gender and age) before

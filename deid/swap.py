@@ -283,19 +283,22 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
         yield from take([s for s in seeds if s not in tried] or seeds, retry, rest)
 
 
-GUARD_BATCH = 8  # tries checked together after the first: a batch of small faces costs little more than one
+GUARD_BATCH = 8  # most tries checked together: the batches double from 1 up to this
 
 
 def guard_batches(models: SwapModels, config: SwapConfig) -> list[int]:
-    """How many tries the guard renders, pastes and checks at a time: the first alone (most faces pass it), then the
-    rest in near-equal batches of at most ``GUARD_BATCH`` for generators up to ``RANK_MAX_RESOLUTION`` (a batch of
-    small faces through the generator and the identity network costs little more than one); one at a time for
-    large generators (seconds a face)."""
-    if models.G.img_resolution > RANK_MAX_RESOLUTION or config.max_tries == 1:
+    """How many tries the guard renders, pastes and checks at a time: 1, 2, 4, 8, 8, ... (the last batch what is
+    left of ``config.max_tries``) for generators up to ``RANK_MAX_RESOLUTION``, where a batch through the generator
+    and the identity network costs less per face than single faces, and most faces pass within the first few tries
+    (so a doubling batch wastes little on them); one at a time for large generators (seconds a face)."""
+    if models.G.img_resolution > RANK_MAX_RESOLUTION:
         return [1] * config.max_tries
-    rest = config.max_tries - 1
-    n = -(-rest // GUARD_BATCH)
-    return [1] + [rest // n + (1 if i < rest % n else 0) for i in range(n)]
+    sizes, left, size = [], config.max_tries, 1
+    while left > 0:
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+        size = min(size * 2, GUARD_BATCH)
+    return sizes
 
 
 def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, aligned: AlignedFace,

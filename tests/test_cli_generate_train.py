@@ -140,3 +140,23 @@ def test_train_attributes_and_superres_cli(tmp_path):
     assert r.exit_code == 0, r.output
     assert "held-out PSNR" in r.output
     assert FaceUpscaler.load(tmp_path / "sr" / "superres.safetensors").scale == 2
+
+
+def test_truncation_centre_interpolates_cached_label_means(tiny_model):
+    """A continuous label (age 34.37) gets the multilinear blend of the cached means at the grid points around it:
+    close to the exact mean of that label (far closer than the mean's own sampling noise), and computed once."""
+    from deid.generate import CENTRE_STEP, _centre, truncation_centre
+    from deid.labels import encode_labels
+
+    G = load_generator(tiny_model)
+    assert torch.equal(truncation_centre(G, None), G.mapping.w_avg)
+    _centre.cache_clear()
+    c = torch.from_numpy(encode_labels(34.37, 1.0))
+    got = truncation_centre(G, c)
+    assert _centre.cache_info().misses == 2  # female is exactly on the grid: two age neighbours only
+    exact = G.mean_w(c, num_samples=1024)[0]
+    noise = (G.mean_w(c, num_samples=1024, seed=1)[0] - exact).norm()
+    assert (got - exact).norm() < 0.2 * noise
+    assert torch.equal(truncation_centre(G, c), got) and _centre.cache_info().misses == 2
+    on_grid = torch.tensor([[1.0, 20 * CENTRE_STEP]])
+    assert torch.allclose(truncation_centre(G, on_grid), _centre(G, (1.0, round(20 * CENTRE_STEP, 6))))

@@ -182,20 +182,22 @@ class _ScriptedJudge:
 
 @pytest.mark.parametrize("candidates", [1, 8])
 def test_guard_takes_the_first_passing_try_checking_in_batches(models, astronaut, astronaut_face, candidates):
-    """The guard checks the first try alone, then the rest in one batch, and returns the first try (in order) that
-    the judge finds far enough; the report counts the tries up to it."""
+    """The guard checks the tries in doubling batches (1, 2, 4, ...) and returns the first try (in order) that the
+    judge finds far enough; the report counts the tries up to it."""
     import dataclasses
 
     from deid.align import align_face
     from deid.swap import encode_crop, face_labels, guard_batches, guard_tries
 
     cfg = SwapConfig(max_tries=8, candidates=candidates)
-    assert guard_batches(models, cfg) == [1, 7]
+    assert guard_batches(models, cfg) == [1, 2, 4, 1]
+    assert guard_batches(models, SwapConfig(max_tries=16)) == [1, 2, 4, 8, 1]
+    assert guard_batches(models, SwapConfig(max_tries=1)) == [1]
     judge = _ScriptedJudge(models.judge, passing={4, 6})
     m = dataclasses.replace(models, judge=judge)
     out, res = swap_face(astronaut, astronaut_face, m, cfg)
     assert res.method == "swap" and res.tries == 4 and res.distance == 1.0
-    assert judge.batches == [1, 7]
+    assert judge.batches == [1, 2, 4]
     # the returned seed is the 4th of the tries the guard was given
     aligned = align_face(astronaut, astronaut_face, m.G.img_resolution, m.G.cfg.align_template)
     ws, head = encode_crop(m, aligned.image)
@@ -208,4 +210,4 @@ def test_guard_takes_the_first_passing_try_checking_in_batches(models, astronaut
     # nothing passes: every try checked, then the fallback
     judge = _ScriptedJudge(models.judge, passing=set())
     out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge), cfg)
-    assert res.method in ("pixelate", "solid") and judge.batches == [1, 7]
+    assert res.method in ("pixelate", "solid") and judge.batches == [1, 2, 4, 1]
