@@ -43,6 +43,8 @@ class FaceDetector:
         self.device = torch.device(device)
         self._mtcnn = MTCNN(keep_all=True, min_face_size=20, thresholds=list(config.thresholds),
                             factor=config.factor, post_process=False, device=self.device)
+        if self.device.type == "cpu":
+            _speed_up_mtcnn(self._mtcnn)
 
     def _run(self, images: list[np.ndarray], min_face: float) -> list[np.ndarray]:
         """MTCNN on same-size images; returns per image ``[K, 15]`` float32 rows (box 4, score 1, landmarks 10)."""
@@ -65,6 +67,53 @@ class FaceDetector:
 
     def __call__(self, image: np.ndarray) -> list[Face]:
         return detect_faces(image, self)
+
+
+class _MaxPoolChannelsLast(torch.nn.Module):
+    """``MaxPool2d(k, s, ceil_mode=True)`` computed in channels-last layout: the same numbers, but PyTorch's CPU
+    kernel for plain NCHW float32 is slow (50 ms for the R-net's pool over 270 candidate crops, 8 ms this way)."""
+
+    def __init__(self, pool: torch.nn.MaxPool2d):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = (pool.kernel_size, pool.stride, pool.padding,
+                                                                        pool.ceil_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.max_pool2d(x.contiguous(memory_format=torch.channels_last), self.kernel_size,
+                                           self.stride, self.padding, ceil_mode=self.ceil_mode)
+        return y.contiguous()
+
+
+def _area_resample(img: torch.Tensor, size: tuple[int, int], *, _torch_area=None) -> torch.Tensor:
+    """facenet-pytorch's ``imresample`` (area interpolation of ``[N, 3, H, W]`` float images to ``size``), with the
+    image pyramid's downscaling done by OpenCV's INTER_AREA, as the reference MTCNN code does: 8x faster than
+    ``F.interpolate(mode="area")`` on a 720p frame (77 vs 9 ms for its largest level). Candidate crops (small,
+    often upscaled) and CUDA tensors keep facenet-pytorch's own resampling."""
+    h, w = img.shape[2:]
+    if img.is_cuda or size[0] >= h or size[1] >= w or h * w < 128 * 128:
+        return _torch_area(img, size)
+    arr = img.permute(0, 2, 3, 1).numpy()
+    out = np.stack([cv2.resize(a, (size[1], size[0]), interpolation=cv2.INTER_AREA) for a in arr])
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def _speed_up_mtcnn(mtcnn) -> None:
+    """Faster CPU paths for facenet-pytorch's MTCNN: channels-last max pooling in its three networks (identical
+    results) and OpenCV area resampling for its image pyramid (``_area_resample``). Together they take a 720p
+    frame from about 470 to about 250 ms on one thread. The resampling lives in facenet-pytorch's ``detect_face``
+    module; it is replaced there once, keeping the original for the cases it still serves."""
+    from functools import partial
+
+    from facenet_pytorch.models.utils import detect_face as df
+
+    for net in (mtcnn.pnet, mtcnn.rnet, mtcnn.onet):
+        for name, child in list(net.named_children()):
+            if isinstance(child, torch.nn.MaxPool2d):
+                setattr(net, name, _MaxPoolChannelsLast(child))
+    if not getattr(df.imresample, "_deid", False):
+        fast = partial(_area_resample, _torch_area=df.imresample)
+        fast._deid = True
+        df.imresample = fast
 
 
 def _scaled(img: np.ndarray, s: float) -> np.ndarray:

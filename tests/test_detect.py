@@ -77,10 +77,14 @@ def test_no_face_gives_empty_list(face_detector):
 
 
 def test_min_face_drops_smaller_faces(scene_720p):
+    """Every face of at least min_face is found; faces well under it (40 and 60 px for 100) are not. Boxes down to
+    0.8 min_face are kept (MTCNN's box sizes vary by that much), so the 80 px faces may be found too."""
     det = FaceDetector(DetectConfig(min_face=100, tile=0), device="cpu")
     found = detect_faces(scene_720p.image, det)
     big = tuple(t for t in scene_720p.faces if t.size >= 100)
-    assert len(found) == len(big) and all(f is not None for f in match_faces(big, found))
+    assert all(f is not None for f in match_faces(big, found))
+    assert len(found) <= len([t for t in scene_720p.faces if t.size >= 80])
+    assert all(f.size >= 80 for f in found)
 
 
 @pytest.mark.parametrize("image", [np.zeros((32, 32), np.uint8), np.zeros((32, 32, 3), np.float32),
