@@ -1,6 +1,7 @@
 """Training throughput (images/s, full G + D step incl. amortised R1) for a few generator configurations.
 
-    python benchmarks/train_speed.py [--threads 1] [--steps 20] [--json out.json]
+    python benchmarks/train_speed.py [--threads 1] [--steps 20] [--precision auto|bf16|fp16|off]
+                                     [--memory-format channels_last|contiguous] [--json out.json]
 
 Data is random (speed does not depend on content). Prints one table row per configuration.
 """
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--only", default="", help="substring of the configurations to run")
+    ap.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -47,7 +49,8 @@ def main() -> None:
         r = g.img_resolution
         imgs = torch.randint(0, 256, (256, 3, r, r), dtype=torch.uint8)
         data = FaceDataset.from_arrays(imgs, np.full(256, 30), np.zeros(256))
-        tr = Trainer(TrainConfig(generator=g, batch=args.batch, mixed_precision=args.precision), data, device=dev)
+        tr = Trainer(TrainConfig(generator=g, batch=args.batch, mixed_precision=args.precision,
+                                 channels_last=args.memory_format == "channels_last"), data, device=dev)
         for _ in range(3):  # warm-up, includes one R1 step
             tr.step()
         t = time.perf_counter()
@@ -59,7 +62,7 @@ def main() -> None:
         rows.append({"config": name, "resolution": r, "img_per_s": ips, "g_params_m": nparam})
     if args.json:
         info = {"device": platform.processor() or "cpu", "threads": args.threads, "batch": args.batch,
-                "precision": args.precision, "torch": torch.__version__, "deid": deid.__version__, "rows": rows}
+                "precision": args.precision, "memory_format": args.memory_format, "torch": torch.__version__, "deid": deid.__version__, "rows": rows}
         with open(args.json, "w") as fh:
             json.dump(info, fh, indent=2)
 

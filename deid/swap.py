@@ -340,7 +340,7 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     seeds = [identity_seed(config, aligned.image, original, k, cluster=cluster)
              for k in range(max(config.candidates, config.max_tries))]
     tries = guard_tries(models, ws, face, (female, age), seeds, config)
-    found = first_unrecognisable(models, frame, face, aligned, original, tries, config)
+    found = first_unrecognisable(models, frame, face, aligned, original, tries, config, margin=config.margin)
     if found is not None:
         attempt, cand, out, dist = found
         female_after, age_after = face_labels(models, out, face)  # as read on the anonymised face
@@ -349,7 +349,7 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     method = config.fallback
     out = obscure_face(frame, face, method)
     dist = judge.distance(original, judge.embed(out, face.box))
-    if dist < config.threshold and method != "solid":  # still recognisable: cover it completely
+    if dist < config.threshold + config.margin and method != "solid":  # still recognisable: cover it completely
         method = "solid"
         out = obscure_face(frame, face, method)
         dist = judge.distance(original, judge.embed(out, face.box))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .align import align_face
-from .config import VideoConfig
+from .config import SwapConfig, VideoConfig
 from .detect import FaceDetector, detect_faces
 from .io.images import check_output_path
 from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
@@ -143,8 +143,10 @@ def _with_last(it: Iterator[VideoFrame]) -> Iterator[tuple[VideoFrame, bool]]:
         yield prev, True
 
 
-def _margin(face: Face) -> float:
-    return GUARD_MARGIN_SMALL if face.size < SMALL_FACE else GUARD_MARGIN
+def _margin(face: Face, config: SwapConfig) -> float:
+    """The video guard's margin over the threshold: its own (one check stands for many frames), or the photo
+    guard's ``config.margin`` where that is larger."""
+    return max(GUARD_MARGIN_SMALL if face.size < SMALL_FACE else GUARD_MARGIN, config.margin)
 
 
 def _union(a: Face, b: Face) -> Face:
@@ -238,8 +240,8 @@ class _Anonymizer:
         if face.size >= SMALL_FACE:
             seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(max(cfg.candidates, cfg.max_tries))]
             tries = guard_tries(self.models, ws, face, (tr.female, tr.age), seeds, cfg)
-        found = first_unrecognisable(self.models, out, face, aligned, original, tries, cfg, margin=_margin(face),
-                                     grain=frame.index)
+        found = first_unrecognisable(self.models, out, face, aligned, original, tries, cfg,
+                                     margin=_margin(face, cfg), grain=frame.index)
         if found is not None:
             attempt, cand, result, dist = found
             tr.tries, tr.guard_checks = attempt, tr.guard_checks + attempt
@@ -267,7 +269,7 @@ class _Anonymizer:
         if original is None:
             original = judge.embed(before, face.box)
         dist = judge.distance(original, judge.embed(after, face.box))
-        return dist < self.swap_cfg.threshold + _margin(face)
+        return dist < self.swap_cfg.threshold + _margin(face, self.swap_cfg)
 
     def anchor(self, frame: VideoFrame, faces: list[TrackedFace]) -> None:
         """Encode the kept rows of every swapped track on a detection frame, before the held frames are rendered."""
@@ -307,7 +309,7 @@ class _Anonymizer:
             dist = judge.distance(original, judge.embed(result, face.box))
             tr.guard_checks += 1
             tr.min_identity_distance = min(tr.min_identity_distance, dist)
-            if dist < self.swap_cfg.threshold + _margin(face):  # drifted toward the original: fail closed
+            if dist < self.swap_cfg.threshold + _margin(face, self.swap_cfg):  # drifted toward the original: fail closed
                 mode, scale = self.swap_cfg.fallback, self.cfg.photo.obscure_scale
                 result = obscure_face(out, _union(face, raw), mode, scale=scale)
                 if mode != "solid" and self._recognisable(out, result, face):

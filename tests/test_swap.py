@@ -211,3 +211,21 @@ def test_guard_takes_the_first_passing_try_checking_in_batches(models, astronaut
     judge = _ScriptedJudge(models.judge, passing=set())
     out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge), cfg)
     assert res.method in ("pixelate", "solid") and judge.batches == [1, 2, 4, 1]
+
+
+def test_margin_raises_the_bar_of_the_guard(models, astronaut, astronaut_face):
+    """A try at 0.62 passes the plain threshold of 0.6 but not threshold + margin 0.05: then every try fails and
+    the face is obscured (the fallback check uses the same bar)."""
+    import dataclasses
+
+    class Fixed(_ScriptedJudge):
+        def distance(self, a, b):
+            return 0.62
+
+    m = dataclasses.replace(models, judge=Fixed(models.judge, passing=()))
+    _, res = swap_face(astronaut, astronaut_face, m, SwapConfig(max_tries=3))
+    assert res.method == "swap" and res.tries == 1
+    _, res = swap_face(astronaut, astronaut_face, m, SwapConfig(max_tries=3, margin=0.05))
+    assert res.method == "solid" and res.tries == 3  # 0.62 < 0.65: the pixelated face counts as recognisable too
+    with pytest.raises(ConfigError, match="margin"):
+        SwapConfig(margin=-0.1)
