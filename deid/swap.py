@@ -1,16 +1,17 @@
 """Identity swap: keep pose, age and gender, replace who the person is; an identity guard fails closed.
 
 For each face: the encoder gives its W+ code; the attribute network (``deid.attributes``; the encoder's own head when
-it is absent) estimates its gender and age. ``SwapConfig.candidates`` new identities are drawn from seeds (mapping
-network conditioned on those labels, truncated toward the centre of that age/gender; for an unconditional generator,
-moved along its gender/age directions); the W+ rows in ``SwapConfig.keep_layers`` (by default the coarse rows: pose
-and head shape; chosen by measurement, see the field) come from the original, the rest from the new identity. The
-candidates are rendered in one batch and ranked by how well the attribute network finds the original's gender and
-age in them; colour and lighting return through the colour matching. The best candidates are blended in turn
-(upscaled first where the face is drawn larger than the generator's output) and the identity judge compares each
-result with the original. Closer than ``threshold``: the next candidate is tried (the second half of the tries
-optionally with fewer original rows kept, ``retry_keep_layers``); after ``max_tries`` the face is obscured
-(``fallback``). No face that still matches is returned.
+it is absent) estimates its gender and age. New identities are drawn from seeds (mapping network conditioned on those
+labels, truncated toward the centre of that age/gender; for an unconditional generator, moved along its gender/age
+directions); the W+ rows in ``SwapConfig.keep_layers`` (by default the coarse rows: pose and head shape; chosen by
+measurement, see the field) come from the original, the rest from the new identity; colour and lighting return
+through the colour matching. With ``SwapConfig.candidates`` > 1, that many are rendered in one batch and ranked by
+how well the attribute network finds the original's gender and age in them; by default they are tried in seed order.
+The tries are blended (upscaled first where the face is drawn larger than the generator's output) and the identity
+judge compares each result with the original, in batches of 1, 2, 4, 8 (``guard_batches``). Closer than
+``threshold + margin``: the next try counts (the second half of the tries optionally with fewer original rows kept,
+``retry_keep_layers``); after ``max_tries`` the face is obscured (``fallback``). No face that still matches is
+returned.
 """
 
 from __future__ import annotations
@@ -329,7 +330,8 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     """Swap one face of ``frame`` (``[H, W, 3]`` uint8 RGB); returns the new frame and what was done.
 
     The input frame is not modified. The guard compares the original face with the face in the returned frame, in
-    the same box; when every try stays within ``threshold``, the face is obscured with ``config.fallback``.
+    the same box; when every try stays within ``threshold + margin``, the face is obscured with
+    ``config.fallback``.
     ``cluster``: the face's identity-cluster label, used with ``config.key`` (see ``identity_seed``); None = none.
     """
     G, judge = models.G, models.judge
