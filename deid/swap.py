@@ -285,6 +285,7 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
 
 
 GUARD_BATCH = 8  # most tries checked together: the batches double from 1 up to this
+HOPELESS_AFTER = 7  # tries (batches 1 + 2 + 4) after which the guard may give up on a face (SwapConfig.hopeless)
 
 
 def guard_batches(models: SwapModels, config: SwapConfig) -> list[int]:
@@ -304,14 +305,19 @@ def guard_batches(models: SwapModels, config: SwapConfig) -> list[int]:
 
 def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, aligned: AlignedFace,
                          original: np.ndarray, tries: Iterator[Candidate], config: SwapConfig, *, margin: float = 0.0,
-                         grain: int = 0) -> tuple[int, Candidate, np.ndarray, float] | None:
+                         grain: int = 0) -> tuple[int, Candidate | None, np.ndarray | None, float]:
     """The identity guard: paste the ``tries`` in turn (in the batches of ``guard_batches``) and return the first
     whose face the identity judge finds at least ``config.threshold + margin`` from ``original`` (the original face's
-    descriptor), as (its 1-based try number, the candidate, the new frame, the distance); None when none is.
+    descriptor), as (its 1-based try number, the candidate, the new frame, the distance). When none is, or when after
+    ``HOPELESS_AFTER`` tries the best is still ``config.hopeless`` under that bar: (the tries made, None, None, the
+    best distance).
     ``grain``: XORed into each candidate's seed for the blend's grain (video: the frame index)."""
     judge = models.judge
-    attempt = 0
+    bar = config.threshold + margin
+    attempt, best = 0, 0.0
     for size in guard_batches(models, config):
+        if config.hopeless and attempt >= HOPELESS_AFTER and best < bar - config.hopeless:
+            break  # no try came near: the rest would fail too (measured, see SwapConfig.hopeless)
         chunk = [cand for _, cand in zip(range(size), tries)]
         if not chunk:
             break
@@ -319,9 +325,10 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
         for cand, out, e in zip(chunk, outs, judge.embed_many(outs, [face.box] * len(outs))):
             attempt += 1
             dist = judge.distance(original, e)
-            if dist >= config.threshold + margin:
+            best = max(best, dist)
+            if dist >= bar:
                 return attempt, cand, out, dist
-    return None
+    return attempt, None, None, best
 
 
 @torch.no_grad()
@@ -342,9 +349,9 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     seeds = [identity_seed(config, aligned.image, original, k, cluster=cluster)
              for k in range(max(config.candidates, config.max_tries))]
     tries = guard_tries(models, ws, face, (female, age), seeds, config)
-    found = first_unrecognisable(models, frame, face, aligned, original, tries, config, margin=config.margin)
-    if found is not None:
-        attempt, cand, out, dist = found
+    attempt, cand, out, dist = first_unrecognisable(models, frame, face, aligned, original, tries, config,
+                                                    margin=config.margin)
+    if cand is not None:
         female_after, age_after = face_labels(models, out, face)  # as read on the anonymised face
         return out, SwapResult("swap", attempt, dist, female, age, cand.seed,
                                female_after=female_after, age_after=age_after)
@@ -355,4 +362,4 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
         method = "solid"
         out = obscure_face(frame, face, method)
         dist = judge.distance(original, judge.embed(out, face.box))
-    return out, SwapResult(method, config.max_tries, dist, female, age, -1)
+    return out, SwapResult(method, attempt, dist, female, age, -1)

@@ -240,18 +240,14 @@ class _Anonymizer:
         if face.size >= SMALL_FACE:
             seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(max(cfg.candidates, cfg.max_tries))]
             tries = guard_tries(self.models, ws, face, (tr.female, tr.age), seeds, cfg)
-        found = first_unrecognisable(self.models, out, face, aligned, original, tries, cfg,
-                                     margin=_margin(face, cfg), grain=frame.index)
-        if found is not None:
-            attempt, cand, result, dist = found
-            tr.tries, tr.guard_checks = attempt, tr.guard_checks + attempt
+        attempt, cand, result, dist = first_unrecognisable(self.models, out, face, aligned, original, tries, cfg,
+                                                           margin=_margin(face, cfg), grain=frame.index)
+        tr.tries, tr.guard_checks = attempt, tr.guard_checks + attempt
+        if cand is not None:
             tr.method, tr.seed, tr.min_identity_distance = "swap", cand.seed, dist
             keep = list(cand.kept)
             kept = cand.ws[:, keep].clone() if keep else None
             return result, _SwapState(new_ws=cand.ws, seed=cand.seed, keep=keep, prev=(frame.index, kept))
-        if face.size >= SMALL_FACE:
-            tr.tries = cfg.max_tries
-            tr.guard_checks += cfg.max_tries
         # as in photos: the fallback must not be recognisable either, else the face is filled
         mode, scale = cfg.fallback, self.cfg.photo.obscure_scale
         result = obscure_face(out, face, mode, scale=scale)

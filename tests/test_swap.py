@@ -207,10 +207,15 @@ def test_guard_takes_the_first_passing_try_checking_in_batches(models, astronaut
     assert res.seed == tries[3].seed
     if candidates == 1:
         assert [c.seed for c in tries] == seeds  # unranked: seed order
-    # nothing passes: every try checked, then the fallback
+    # nothing passes and nothing comes near (0.1): the guard gives up after the first 7 tries, then the fallback
     judge = _ScriptedJudge(models.judge, passing=set())
     out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge), cfg)
-    assert res.method in ("pixelate", "solid") and judge.batches == [1, 2, 4, 1]
+    assert res.method in ("pixelate", "solid") and judge.batches == [1, 2, 4] and res.tries == 7
+    # without giving up early every try is checked
+    judge = _ScriptedJudge(models.judge, passing=set())
+    out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge),
+                         dataclasses.replace(cfg, hopeless=0.0))
+    assert res.method in ("pixelate", "solid") and judge.batches == [1, 2, 4, 1] and res.tries == 8
 
 
 def test_margin_raises_the_bar_of_the_guard(models, astronaut, astronaut_face):
@@ -229,3 +234,17 @@ def test_margin_raises_the_bar_of_the_guard(models, astronaut, astronaut_face):
     assert res.method == "solid" and res.tries == 3  # 0.62 < 0.65: the pixelated face counts as recognisable too
     with pytest.raises(ConfigError, match="margin"):
         SwapConfig(margin=-0.1)
+
+
+def test_guard_keeps_trying_while_tries_come_near(models, astronaut, astronaut_face):
+    """Tries at 0.59 (under the bar of 0.62, but within ``hopeless`` of it) keep the guard going to max_tries."""
+    import dataclasses
+
+    class Near(_ScriptedJudge):
+        def distance(self, a, b):
+            self.checked += 1
+            return 0.59
+
+    judge = Near(models.judge, passing=())
+    _, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge), SwapConfig(max_tries=10))
+    assert res.method in ("pixelate", "solid") and res.tries == 10 and judge.batches == [1, 2, 4, 3]
