@@ -297,7 +297,8 @@ class SwapConfig:
     # stays this far under threshold + margin: on 200 held-out faces (session 4, all 16 tries computed) the 7 faces
     # that passed on a later try all had a best of >= 0.598 in their first 7, while 30 of the 51 faces that never
     # passed stayed under 0.58 (0.62 - 0.04): giving up on them saves 59 % of the tries the fallbacks cost, no swap
-    # lost. 0 = never give up early
+    # lost there. On all 500 held-out faces: fallbacks 0.230 -> 0.236 (3 faces; adults 0.04 -> 0.05), 814 -> 530 ms
+    # per face. 0 = never give up early
     hopeless: float = 0.04
     # new identities the guard tries before falling back. 16 instead of 8 on 500 held-out faces (benchmarks/swap.py,
     # session 4, unranked): fallbacks 0.212 -> 0.176 (adults 0.05 -> 0.04, 10-17 0.06 -> 0.03, 0-9 0.63 -> 0.55),
