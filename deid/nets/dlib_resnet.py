@@ -24,6 +24,7 @@ this module reproduces.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -153,16 +154,12 @@ class _Reader:
 
     def seek_layer(self, names: tuple[str, ...]) -> str:
         """Move to just after the next serialised layer name out of ``names``; return it."""
-        best = None
-        for name in names:
-            tag = bytes([0x01, len(name)]) + name.encode()
-            i = self.d.find(tag, self.p)
-            if i >= 0 and (best is None or i < best[0]):
-                best = (i, name, len(tag))
-        if best is None:
+        pattern = re.compile(b"|".join(re.escape(bytes([0x01, len(n)]) + n.encode()) for n in names))
+        m = pattern.search(self.d, self.p)
+        if m is None:
             raise self.fail(f"no layer {'/'.join(names)}")
-        self.p = best[0] + best[2]
-        return best[1]
+        self.p = m.end()
+        return m.group()[2:].decode()
 
 
 def read_dlib_face_net(path: str | Path) -> DlibFaceNet:
