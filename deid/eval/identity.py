@@ -20,10 +20,10 @@ from pathlib import Path
 
 import dlib
 import numpy as np
-import torch
 
 from ..errors import ModelError
 from ..types import Face
+from ..nets.dlib_resnet import CHIP_SIZE
 from ._common import as_box, as_boxes, check_image, dlib_rectangle, package_file
 
 __all__ = ["IdentityJudge", "SAME_PERSON_THRESHOLD", "EMBEDDING_DIM"]
@@ -115,17 +115,15 @@ class IdentityJudge:
         boxes = as_boxes(boxes)
         if len(boxes) == 0:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
-        if self.backend == "torch":
-            return self._describe(self.chips(image, boxes))
         image, shapes = self._shapes(image, boxes)
+        if self.backend == "torch":
+            return self._describe(list(dlib.get_face_chips(image, shapes, size=CHIP_SIZE, padding=_CHIP_PADDING)))
         desc = self.recognizer.compute_face_descriptor(image, shapes, _NUM_JITTERS, _CHIP_PADDING)
         return np.asarray([np.asarray(d) for d in desc], dtype=np.float32).reshape(len(boxes), EMBEDDING_DIM)
 
     def chips(self, image: np.ndarray, boxes: Sequence[np.ndarray | Face] | np.ndarray) -> list[np.ndarray]:
         """dlib's aligned 150 px chips (``[150, 150, 3]`` uint8 RGB) of the faces in ``boxes`` of ``image``: the
         5-point shape predictor inside each box, then dlib's chip alignment (padding 0.25)."""
-        from ..nets.dlib_resnet import CHIP_SIZE
-
         image = check_image(image)
         boxes = as_boxes(boxes)
         if len(boxes) == 0:
@@ -163,8 +161,7 @@ class IdentityJudge:
     def _describe(self, chips: list[np.ndarray]) -> np.ndarray:
         if not chips:
             return np.zeros((0, EMBEDDING_DIM), np.float32)
-        with torch.inference_mode():
-            return self.recognizer.describe(np.stack(chips)).astype(np.float32)
+        return self.recognizer.describe(np.stack(chips)).astype(np.float32)
 
     @staticmethod
     def distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -100,7 +100,7 @@ class DlibFaceNet(nn.Module):
         x = self.blocks(x)
         return self.fc(x.mean(dim=(2, 3)))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def describe(self, chips: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """Descriptors ``[N, 128]`` float32 of ``N`` chips (``[150, 150, 3]`` uint8 RGB each)."""
         arr = np.ascontiguousarray(np.stack(list(chips)) if not isinstance(chips, np.ndarray) else chips)
