@@ -107,3 +107,21 @@ def test_dlib_network_reader_refuses_other_files(tmp_path):
     # dlib's 5-point shape predictor is a dlib file too, but not the network
     with pytest.raises(ModelError, match="not dlib's face recognition network"):
         read_dlib_face_net(package_file("face_recognition_models", "models", "shape_predictor_5_face_landmarks.dat"))
+
+
+@pytest.mark.parametrize("angle", [0.0, 15.0])
+def test_chip_transforms_cut_dlibs_chip(judge, astronaut, astronaut_face, angle):
+    """The affine of ``chip_transforms`` samples the chip dlib cuts (also for a turned face, and when the judge
+    hands dlib only the region around the face)."""
+    h, w = astronaut.shape[:2]
+    c = (astronaut_face.box[:2] + astronaut_face.box[2:]) / 2
+    rot = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), angle, 1.0)
+    img = cv2.warpAffine(astronaut, rot, (w, h), borderMode=cv2.BORDER_REFLECT)
+    img = cv2.copyMakeBorder(img, 0, 400, 0, 400, cv2.BORDER_REFLECT)  # the face region is a crop of the image
+    box = astronaut_face.box
+    tform = judge.chip_transforms(img, [box])
+    assert tform.shape == (1, 2, 3)
+    ours = cv2.warpAffine(img, tform[0], (150, 150), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    theirs = judge.chips(img, [box])[0]
+    assert np.abs(ours.astype(np.int16) - theirs).mean() < 2.0
+    assert judge.distance(judge.recognizer.describe([ours])[0], judge.recognizer.describe([theirs])[0]) < 0.03

@@ -15,18 +15,20 @@ import numpy as np
 @click.option("--recon-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write face_<n>.png per face: aligned crop | reconstruction.")
 @click.option("--steps", default=0, show_default=True, help="Refinement steps after the encoder (0 = encoder only).")
+@click.option("--identity-weight", default=1.0, show_default=True,
+              help="Weight of the identity term in refinement (the identity judge's descriptor distance; 0 = off).")
 @click.option("--min-face", default=16, show_default=True, help="Smallest face to find, in pixels.")
 @click.option("--generator", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Generator (default: shipped).")
 @click.option("--encoder", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Its encoder (default: shipped).")
 @click.option("--device", default="auto", show_default=True)
-def invert(photo, out, recon_dir, steps, min_face, generator, encoder, device) -> None:
+def invert(photo, out, recon_dir, steps, identity_weight, min_face, generator, encoder, device) -> None:
     """Invert every face of PHOTO to W+ (encoder, then optional refinement).
 
     \b
     Example:
-        deid invert samples/group.jpg --out latents.npz --recon-dir recon/ --steps 50
+        deid invert samples/group.jpg --out latents.npz --recon-dir recon/ --steps 30
     """
     import torch
 
@@ -50,7 +52,12 @@ def invert(photo, out, recon_dir, steps, min_face, generator, encoder, device) -
     img = read_image(photo)
     faces = detect_faces(img.pixels, FaceDetector(DetectConfig(min_face=min_face), device=dev))
     aligned = [align_face(img.pixels, f, G.img_resolution, G.cfg.align_template) for f in faces]
-    latents = invert_faces(aligned, G, E, steps=steps, D=D, device=dev)
+    judge = None
+    if steps > 0 and identity_weight > 0:
+        from ..eval.identity import IdentityJudge
+
+        judge = IdentityJudge.default()
+    latents = invert_faces(aligned, G, E, steps=steps, D=D, judge=judge, identity_weight=identity_weight, device=dev)
     out.parent.mkdir(parents=True, exist_ok=True)
     ws = np.stack([l.ws for l in latents]) if latents else np.zeros((0, G.num_ws, G.w_dim), np.float32)
     np.savez(out, ws=ws, boxes=np.array([f.box for f in faces], np.float32).reshape(-1, 4),

@@ -131,10 +131,35 @@ class IdentityJudge:
         image, shapes = self._shapes(image, boxes)
         return list(dlib.get_face_chips(image, shapes, size=CHIP_SIZE, padding=_CHIP_PADDING))
 
-    def _shapes(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, dlib.full_object_detections]:
-        """dlib's 5-point shapes of the faces in ``boxes``, with the image region they refer to."""
-        # dlib copies the whole image into its own format on every call: hand it only the region around the faces
-        # (the 150 px chip with 25 % padding lies well inside a margin of one face size)
+    def chip_transforms(self, image: np.ndarray, boxes: Sequence[np.ndarray | Face] | np.ndarray) -> np.ndarray:
+        """Where ``chips`` samples from: ``[K, 2, 3]`` affine maps from chip pixel ``(u, v, 1)`` to ``image`` pixel
+        ``(x, y)``, one per box (dlib's chip geometry: the chip's corners are its box's corners turned by its angle).
+        With them a chip can be cut differentiably (``torch.nn.functional.grid_sample``) from an image being
+        optimised, e.g. by ``deid.invert.refine``."""
+        image = check_image(image)
+        boxes = as_boxes(boxes)
+        if len(boxes) == 0:
+            return np.zeros((0, 2, 3), np.float64)
+        region = self._region(image, boxes)
+        x0, y0 = region[:2] if region is not None else (0, 0)
+        image, shapes = self._shapes(image, boxes)
+        out = []
+        for shape in shapes:
+            det = dlib.get_face_chip_details(shape, CHIP_SIZE, _CHIP_PADDING)
+            r, a = det.rect, det.angle
+            c = np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2])
+            turn = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+            corners = np.array([[r.left(), r.top()], [r.right(), r.top()], [r.right(), r.bottom()]])
+            dst = (corners - c) @ turn.T + c + (x0, y0)
+            src = np.array([[0, 0], [det.cols - 1, 0], [det.cols - 1, det.rows - 1]], np.float64)
+            out.append(np.linalg.solve(np.c_[src, np.ones(3)], dst).T)  # [2, 3]
+        return np.stack(out)
+
+    @staticmethod
+    def _region(image: np.ndarray, boxes: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The region ``(x0, y0, x1, y1)`` around ``boxes`` that ``_shapes`` hands to dlib; None = the whole image.
+        dlib copies the whole image into its own format on every call, and the 150 px chip with 25 % padding lies
+        well inside a margin of one face size."""
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         h, w = image.shape[:2]
         x0 = int(max(np.floor((boxes[:, 0] - side).min()), 0))
@@ -142,6 +167,14 @@ class IdentityJudge:
         x1 = int(min(np.ceil((boxes[:, 2] + side).max()), w))
         y1 = int(min(np.ceil((boxes[:, 3] + side).max()), h))
         if x1 - x0 > 0 and y1 - y0 > 0 and (x1 - x0) * (y1 - y0) < 0.8 * h * w:
+            return x0, y0, x1, y1
+        return None
+
+    def _shapes(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, dlib.full_object_detections]:
+        """dlib's 5-point shapes of the faces in ``boxes``, with the image region they refer to."""
+        region = self._region(image, boxes)
+        if region is not None:
+            x0, y0, x1, y1 = region
             image = np.ascontiguousarray(image[y0:y1, x0:x1])
             boxes = boxes - np.array([x0, y0, x0, y0], boxes.dtype)
         shapes = dlib.full_object_detections()

@@ -95,7 +95,11 @@ class DlibFaceNet(nn.Module):
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         """``[N, 150, 150, 3]`` uint8 RGB chips -> ``[N, 128]`` float32 descriptors."""
-        x = (chips.permute(0, 3, 1, 2).float() - self.mean) / 256.0
+        return self.embed(chips.permute(0, 3, 1, 2).float())
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable descriptors of ``[N, 3, 150, 150]`` float RGB chips in 0..255 -> ``[N, 128]``."""
+        x = (x - self.mean) / 256.0
         x = F.max_pool2d(F.relu(self.aff0(self.conv0(x))), 3, 2)
         x = self.blocks(x)
         return self.fc(x.mean(dim=(2, 3)))
@@ -204,4 +208,4 @@ def read_dlib_face_net(path: str | Path) -> DlibFaceNet:
             raise r.fail("unexpected fc layout")
         # dlib stores the matrix inputs x outputs (output = input @ W)
         net.fc.weight.copy_(torch.from_numpy(params[: inputs * outputs].reshape(inputs, outputs).T.copy()))
-    return net.eval()
+    return net.eval().requires_grad_(False)
