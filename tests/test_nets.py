@@ -157,6 +157,29 @@ def test_modulated_conv_equals_per_sample_weights():
     assert up.shape == (3, 5, 12, 12)
 
 
+@pytest.mark.parametrize("conv_clamp", [None, 0.5])
+def test_fused_inference_layers_equal_the_autograd_path(conv_clamp):
+    """Without autograd the synthesis layers take the fused path (``ops.modulated_conv2d_lrelu``): the same images as
+    the path training differentiates, with noise, clamping, upsampling layers and a batch."""
+    from deid.config import GeneratorConfig
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.preset("tiny32", conv_clamp=conv_clamp)).eval()
+    for layer in G.synthesis.modules():
+        if hasattr(layer, "noise_strength"):
+            layer.noise_strength.data.fill_(0.3)
+    ws = G.mapping(torch.randn(3, G.z_dim), None).detach()
+    with torch.no_grad():
+        fused = G.synthesis(ws, noise_mode="const")
+    with torch.enable_grad():
+        plain = G.synthesis(ws, noise_mode="const").detach()
+    assert torch.allclose(fused, plain, atol=1e-5)
+    if conv_clamp is not None:  # the clamp is reached, so it is compared too
+        x = G.synthesis.b4.const.unsqueeze(0).repeat(3, 1, 1, 1)
+        with torch.no_grad():
+            assert G.synthesis.b4.conv1(x, ws[:, 0], noise_mode="const").abs().max() <= conv_clamp + 1e-6
+
+
 def test_fast_inference_thresholds_and_bf16_stays_close_to_float32():
     import contextlib
 

@@ -109,11 +109,16 @@ class SynthesisLayer(nn.Module):
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        if not torch.is_grad_enabled() and gain > 0:  # inference: the fused path (same numbers, fewer passes)
+            return ops.modulated_conv2d_lrelu(
+                x, self.weight, styles, self.bias, ops.ACT_GAIN["lrelu"] * gain, noise=noise, clamp=clamp, up=self.up,
+                padding=self.padding, resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+            )
         x = ops.modulated_conv2d(
             x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
         )
-        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
         return ops.bias_act(x, self.bias, act="lrelu", gain=ops.ACT_GAIN["lrelu"] * gain, clamp=clamp)
 
 
