@@ -114,7 +114,10 @@ class _SwapState:
 
     The kept W+ rows (pose, lighting) are encoded on detection frames only ("anchors", each a running average with
     the previous one) and interpolated linearly for the frames in between, which are rendered after the next
-    anchor is known: the latent path is smooth and the encoder runs once per ``detect_every`` frames.
+    anchor is known: the latent path is smooth and the encoder runs once per ``detect_every`` frames. The generator
+    runs at the anchors only; a frame between two anchors gets the cross-fade of their two faces (the latents move
+    linearly and little between anchors, where the generator is close to linear), then is upscaled, blended and,
+    every ``guard_every`` frames, judged like any other.
     """
 
     new_ws: torch.Tensor  # [1, num_ws, w_dim]: identity rows fixed for the track
@@ -123,6 +126,7 @@ class _SwapState:
     prev: tuple[int, torch.Tensor | None]  # (frame index, kept rows) of the last anchor used
     next: tuple[int, torch.Tensor | None] | None = None  # the coming anchor, once encoded
     frames_since_check: int = 0
+    renders: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> the face rendered at that anchor
 
 
 @dataclass
@@ -222,11 +226,6 @@ class _Anonymizer:
         ws, attrs = encode_crop(self.models, aligned.image)
         return aligned, ws, attrs
 
-    @torch.no_grad()
-    def _render(self, pixels: np.ndarray, face: Face, aligned, ws: torch.Tensor, grain_seed: int) -> np.ndarray:
-        return paste_synthetic(self.models, pixels, face, aligned, render_ws(self.models, ws), grain_seed,
-                               self.swap_cfg.blend)
-
     def _start(self, out: np.ndarray, frame: VideoFrame, face: Face, tr: TrackReport):
         """First frame of a track: labels, identity seed, guard; returns the frame and the track's state."""
         judge, cfg = self.models.judge, self.swap_cfg
@@ -247,7 +246,8 @@ class _Anonymizer:
             tr.method, tr.seed, tr.min_identity_distance = "swap", cand.seed, dist
             keep = list(cand.kept)
             kept = cand.ws[:, keep].clone() if keep else None
-            return result, _SwapState(new_ws=cand.ws, seed=cand.seed, keep=keep, prev=(frame.index, kept))
+            return result, _SwapState(new_ws=cand.ws, seed=cand.seed, keep=keep, prev=(frame.index, kept),
+                                      renders={frame.index if keep else -1: cand.image})
         # as in photos: the fallback must not be recognisable either, else the face is filled
         mode, scale = cfg.fallback, self.cfg.photo.obscure_scale
         result = obscure_face(out, face, mode, scale=scale)
@@ -280,22 +280,42 @@ class _Anonymizer:
         a = self.cfg.latent_smoothing
         return new if prev is None else prev * a + new * (1 - a)
 
+    @staticmethod
+    def _anchor_face(models: SwapModels, state: _SwapState, index: int, kept: torch.Tensor | None) -> np.ndarray:
+        """The synthetic face at anchor ``index`` (kept rows ``kept``), rendered once; the last three are kept."""
+        if index not in state.renders:
+            ws = state.new_ws.clone()
+            if kept is not None:
+                ws[:, state.keep] = kept
+            state.renders[index] = render_ws(models, ws)
+            for old in sorted(state.renders)[:-3]:
+                del state.renders[old]
+        return state.renders[index]
+
     def _swap(self, out: np.ndarray, frame: VideoFrame, face: Face, raw: Face, state: _SwapState, tr: TrackReport,
               track_id: int) -> np.ndarray:
         aligned = align_face(out, face, self.models.G.img_resolution, self.models.G.cfg.align_template)
-        new = state.new_ws.clone()
-        if state.keep:
+        models = self.models
+        if not state.keep:
+            synthetic = self._anchor_face(models, state, -1, None)  # nothing follows the original: one face
+        else:
             (i0, k0), nxt = state.prev, state.next
             if nxt is not None and i0 < frame.index <= nxt[0]:
-                kept = torch.lerp(k0, nxt[1], (frame.index - i0) / (nxt[0] - i0))
+                a = (frame.index - i0) / (nxt[0] - i0)
+                end = self._anchor_face(models, state, nxt[0], nxt[1])
+                if a < 1:
+                    start = self._anchor_face(models, state, i0, k0).astype(np.float32)
+                    synthetic = np.rint(start + (end.astype(np.float32) - start) * a).astype(np.uint8)
+                else:
+                    synthetic = end
                 if frame.index == nxt[0]:
                     state.prev, state.next = nxt, None
             else:  # no anchor ahead (the track was born in held frames, or lost its anchor): encode this frame
                 _, ws, _ = self._encode(out, face)
                 kept = self._smooth(k0, ws[:, state.keep])
                 state.prev, state.next = (frame.index, kept), None
-            new[:, state.keep] = kept
-        result = self._render(out, face, aligned, new, state.seed ^ frame.index)
+                synthetic = self._anchor_face(models, state, frame.index, kept)
+        result = paste_synthetic(models, out, face, aligned, synthetic, state.seed ^ frame.index, self.swap_cfg.blend)
         state.frames_since_check += 1
         every = self.cfg.guard_every
         if every and state.frames_since_check >= every:

@@ -174,6 +174,28 @@ def test_swap_video_changes_every_face_in_every_frame(clip, detector, swap_model
     assert clip.path.exists() and probe_video(clip.path).frames == 24  # the input is untouched
 
 
+def test_swapped_track_renders_at_detection_frames_only(clip, detector, swap_models, tmp_path, monkeypatch):
+    """A swapped track runs the generator at its anchors (detection frames) and cross-fades the two anchor faces in
+    the frames between; every frame still changes the face. (A low guard threshold makes the swap pass here: the
+    point is the rendering, not the guard.)"""
+    import deid.video
+    from deid.config import SwapConfig
+
+    renders = []
+    real_render = deid.video.render_ws
+    monkeypatch.setattr(deid.video, "render_ws", lambda m, ws: renders.append(1) or real_render(m, ws))
+    cfg = VideoConfig(photo=PhotoConfig(mode="swap", swap=SwapConfig(threshold=0.2)), detect_every=3)
+    out = tmp_path / "anon.mp4"
+    rep = anonymize_video(clip.path, out, detector=detector, config=cfg, models=swap_models)
+    swapped = [t for t in rep.tracks if t.method == "swap"]
+    assert swapped and swapped[0].frames == 24
+    assert 0 < len(renders) <= rep.detection_frames  # not one per frame (24)
+    src, dst = list(read_frames(clip.path)), list(read_frames(out))
+    for i, boxes in enumerate(clip.boxes):
+        for j, box in boxes:
+            assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i}: face {j} left as it was"
+
+
 def test_blur_mode_and_no_audio(clip, detector, tmp_path):
     out = tmp_path / "blur.mkv"
     cfg = VideoConfig(photo=PhotoConfig(mode="blur"), detect_every=2, audio=False)
