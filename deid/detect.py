@@ -97,44 +97,41 @@ class _ChannelsLastInput(torch.nn.Module):
         return self.net(x.contiguous(memory_format=torch.channels_last))
 
 
-class _Pyramid:
-    """The levels of one image pyramid made so far: each new (smaller) level is resampled from the smallest one
-    already made that is still larger than it, not from the full image. MTCNN asks for 10-15 levels of the same
-    image; resampling each from a 1080p original cost ~140 ms a photo, cascading ~30 ms. The image is held by a
-    weak reference, so a new image (even at the same address) starts a new pyramid."""
+class _Source:
+    """The image MTCNN is building its pyramid of, as one contiguous ``[H, W, 3]`` float32 array, made once for all
+    the (10-15) levels instead of once per level. Each level is still resampled from the full image: resampling
+    each from the previous, smaller level (tried in session 5: 1080p detection 0.86 -> 0.54 s) blurred the coarse
+    levels enough to move large faces' landmarks by several pixels, and on 200 held-out faces the swap benchmark
+    lost a face more to detection and fell back more often (0.275 vs 0.245). The image is held by a weak reference,
+    so a new image (even at the same address) is converted anew."""
 
     def __init__(self):
         self.source = lambda: None
-        self.levels: list[np.ndarray] = []  # [H, W, 3] float32 HWC, largest first
+        self.array: np.ndarray | None = None
 
-    def level(self, img: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    def get(self, img: torch.Tensor) -> np.ndarray:
         if self.source() is not img:
             self.source = weakref.ref(img)
-            self.levels = [np.ascontiguousarray(img[0].permute(1, 2, 0).numpy())]
-        base = next((a for a in reversed(self.levels[1:]) if a.shape[0] >= _CASCADE * size[0]
-                     and a.shape[1] >= _CASCADE * size[1]), self.levels[0])
-        out = cv2.resize(base, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        self.levels.append(out)
-        return out
+            self.array = np.ascontiguousarray(img[0].permute(1, 2, 0).numpy())
+        return self.array
 
 
-_CASCADE = 2.0  # a level is resampled from one at least this much larger (each level's own blur stays small)
-_LOCAL = threading.local()  # one pyramid per thread (the server may detect in several)
+_LOCAL = threading.local()  # one per thread (the server may detect in several)
 
 
 def _area_resample(img: torch.Tensor, size: tuple[int, int], *, _torch_area=None) -> torch.Tensor:
     """facenet-pytorch's ``imresample`` (area interpolation of ``[N, 3, H, W]`` float images to ``size``), with the
     image pyramid's downscaling done by OpenCV's INTER_AREA, as the reference MTCNN code does: 8x faster than
-    ``F.interpolate(mode="area")`` on a 720p frame (77 vs 9 ms for its largest level), each level resampled from the
-    previous one (``_Pyramid``). Candidate crops (small, often upscaled) and CUDA tensors keep facenet-pytorch's own
+    ``F.interpolate(mode="area")`` on a 720p frame (77 vs 9 ms for its largest level), from one contiguous copy of the
+    image (``_Source``). Candidate crops (small, often upscaled) and CUDA tensors keep facenet-pytorch's own
     resampling."""
     h, w = img.shape[2:]
     if img.is_cuda or size[0] >= h or size[1] >= w or h * w < 128 * 128:
         return _torch_area(img, size)
     if img.shape[0] == 1:
-        if not hasattr(_LOCAL, "pyramid"):
-            _LOCAL.pyramid = _Pyramid()
-        out = _LOCAL.pyramid.level(img, size)[None]
+        if not hasattr(_LOCAL, "source"):
+            _LOCAL.source = _Source()
+        out = cv2.resize(_LOCAL.source.get(img), (size[1], size[0]), interpolation=cv2.INTER_AREA)[None]
     else:
         arr = img.permute(0, 2, 3, 1).numpy()
         out = np.stack([cv2.resize(np.ascontiguousarray(a), (size[1], size[0]), interpolation=cv2.INTER_AREA)
@@ -145,9 +142,9 @@ def _area_resample(img: torch.Tensor, size: tuple[int, int], *, _torch_area=None
 def _speed_up_mtcnn(mtcnn) -> None:
     """Faster CPU paths for facenet-pytorch's MTCNN: its three networks in channels-last layout (same results to
     ~1e-4 px; convolutions, PReLU and max pooling are faster so on one thread) and OpenCV area resampling for its image
-    pyramid, each level from the previous one (``_area_resample``). The first two took detection on a 720p frame from
-    about 630 to about 350 ms on one thread (session 4); channels-last convolutions and the cascaded pyramid take a
-    1080p photo with 8 faces from ~860 to ~650 ms (session 5). The resampling lives in facenet-pytorch's
+    pyramid (``_area_resample``). Channels-last pooling and OpenCV resampling took detection on a 720p frame from
+    about 630 to about 350 ms on one thread (session 4); channels-last networks take it on a 1080p photo with 8
+    faces from ~860 to ~700 ms (session 5). The resampling lives in facenet-pytorch's
     ``detect_face`` module; it is replaced there once, keeping the original for the cases it still serves."""
     from functools import partial
 

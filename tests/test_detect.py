@@ -101,8 +101,8 @@ def test_detect_config_validates(field, value):
 
 
 def test_pyramid_levels_follow_the_image():
-    """The cascaded pyramid resamples each level from a larger one of the *same* image: a second image of the same
-    size (even at a reused address) gets its own levels, and the levels stay close to direct area resampling."""
+    """The pyramid's levels are area resamplings of the image itself (one contiguous copy is reused across levels):
+    a second image of the same size (even at a reused address) gets levels of its own."""
     import cv2
     import torch
 
@@ -115,5 +115,5 @@ def test_pyramid_levels_follow_the_image():
         for h, w in ((213, 284), (151, 201), (107, 142), (76, 101), (54, 71)):
             out = _area_resample(t, (h, w), _torch_area=None)[0].permute(1, 2, 0).numpy()
             direct = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-            assert out.shape == direct.shape and np.abs(out - direct).mean() < 2.0
+            assert out.shape == direct.shape and np.abs(out - direct).max() < 1e-3
         del t  # the next image may land at the same address

@@ -85,3 +85,35 @@ def test_big_faces_are_upscaled_before_pasting(tiny_swap_models, astronaut, astr
     b = paste_synthetic(with_up, astronaut, astronaut_face, aligned, synthetic, 3)
     assert np.array_equal(a, b) and not np.array_equal(a, plain)
     assert a.shape == astronaut.shape
+
+
+def test_guard_screens_without_the_upscaler_but_judges_the_upscaled_face(tiny_swap_models, astronaut, astronaut_face):
+    """From the second try on, a magnified face is screened without the upscaler; what the guard returns is always
+    the upscaled paste, and its distance is that paste's distance."""
+    from deid.config import SwapConfig
+    from deid.swap import SCREEN_SLACK, Candidate, first_unrecognisable, will_upscale
+
+    G = tiny_swap_models.G
+    torch.manual_seed(0)
+    up = FaceUpscaler(SuperResNet(dataclasses.replace(TINY, in_resolution=G.img_resolution)).eval())
+    models = dataclasses.replace(tiny_swap_models, upscaler=up)
+    aligned = align_face(astronaut, astronaut_face, G.img_resolution, G.cfg.align_template)
+    assert will_upscale(models, aligned)
+    judge = models.judge
+    original = judge.embed(astronaut, astronaut_face.box)
+    rng = np.random.default_rng(2)
+    cands = [Candidate(seed=i, ws=torch.zeros(1, G.num_ws, G.cfg.w_dim),
+                       image=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for i in range(5)]
+
+    def dist(c, upscale):
+        out = paste_synthetic(models, astronaut, astronaut_face, aligned, c.image, c.seed, upscale=upscale)
+        return judge.distance(original, judge.embed(out, astronaut_face.box)), out
+
+    cands.sort(key=lambda c: dist(c, True)[0])  # the last is the only one at the bar
+    bar, last_up = dist(cands[-1], True)
+    cfg = SwapConfig(threshold=bar, hopeless=0.0, max_tries=len(cands))
+    attempt, cand, out, d = first_unrecognisable(models, astronaut, astronaut_face, aligned, original, iter(cands), cfg)
+    if dist(cands[-1], False)[0] >= bar - SCREEN_SLACK:
+        assert (attempt, cand.seed, d) == (len(cands), cands[-1].seed, bar) and np.array_equal(out, last_up)
+    else:  # screened out: nothing passes
+        assert cand is None and out is None and attempt == len(cands)
