@@ -4,8 +4,10 @@ Photos are searched whole at a capped working size (``DetectConfig.max_size``). 
 at least 16 px at that size, one pass goes down to it, and the faces it finds under ``small_face`` pixels are
 re-detected in upscaled crops of their own, for accurate landmarks. When it is smaller (a large photo shrunk to the
 working size), the whole pass stops at ``small_face`` pixels and the photo is also cut into overlapping tiles,
-upscaled so such faces reach ``small_face`` pixels, and searched again. Results are mapped back to original pixels
-and merged by NMS.
+upscaled so such faces reach ``small_face`` pixels, and searched again. Heads tilted beyond what MTCNN finds
+upright (~35 degrees) are looked for in the photo turned by ``DetectConfig.rotations`` (a coarse search, then each
+face confirmed upright in a crop of its own). Results are mapped back to original pixels and merged by NMS, keeping
+for each face the pass that saw it most upright.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import weakref
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_iou, nms
 
 from .config import DetectConfig
 from .types import Face
@@ -225,13 +227,21 @@ def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
                         # only keep small faces here: big ones are cut by tile borders and the whole pass has them
                         keep = np.maximum(found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]) < cfg.small_face * 3
                         rows.append(_rescale(found[keep], 1 / t, x, y))
-    allrows = np.concatenate(rows, axis=0) if rows else np.zeros((0, 15), np.float32)
-    allrows = allrows[allrows[:, 4] >= cfg.min_score]
-    sizes = np.maximum(allrows[:, 2] - allrows[:, 0], allrows[:, 3] - allrows[:, 1])
-    allrows = allrows[sizes >= cfg.min_face * 0.8]
-    if len(allrows) > 1:
-        keep = nms(torch.from_numpy(allrows[:, :4]).float(), torch.from_numpy(allrows[:, 4]).float(), cfg.nms_iou)
-        allrows = allrows[keep.numpy()]
+    allrows = _filtered(np.concatenate(rows, axis=0), cfg)
+    # 3) heads tilted beyond what MTCNN finds upright: the working image turned by each angle (faces from
+    # rotated_min_face px), each face found confirmed upright in a crop of its own, mapped back. They add faces the
+    # upright passes missed, and replace upright detections of faces tilted more than _UPRIGHT_MAX_ROLL (whose
+    # landmarks are poor); a face tilted less keeps the upright detection.
+    if cfg.rotations:
+        turned = _filtered(_rescale(_rotated_passes(work, cfg.rotations, detector, cfg.rotated_min_face * s,
+                                                    cfg.rotated_min_score), 1 / s, 0, 0), cfg)
+        if len(turned):
+            same = _same_face(turned, allrows, cfg.nms_iou)  # [T, U]
+            # the tilt a turned detection measures is the reliable one (found upright in its crop; an upright
+            # detection of a tilted face gets its landmarks, and so its tilt, wrong)
+            add = (np.abs(_roll(turned)) > _UPRIGHT_MAX_ROLL) | ~same.any(axis=1)
+            drop = same[add].any(axis=0)
+            allrows = np.concatenate([allrows[~drop], turned[add]])
     faces = [Face(box=r[:4], score=float(r[4]), landmarks=r[5:].reshape(5, 2)) for r in allrows]
     faces.sort(key=lambda f: -f.size)
     return faces
@@ -266,6 +276,106 @@ def _refine_small(image: np.ndarray, rows: np.ndarray, detector: FaceDetector, s
             out[i] = again[j]
             out[i, 4] = max(again[j, 4], rows[i, 4])  # a weaker re-detection must not drop a face already found
     return out
+
+
+_UPRIGHT_MAX_ROLL = 30.0  # degrees: an upright detection of a face tilted more gives way to a turned pass's
+
+
+def _filtered(rows: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """Detection rows scoring at least ``min_score`` and at least 0.8 ``min_face`` in size, merged by NMS."""
+    sizes = np.maximum(rows[:, 2] - rows[:, 0], rows[:, 3] - rows[:, 1])
+    rows = rows[(rows[:, 4] >= cfg.min_score) & (sizes >= cfg.min_face * 0.8)]
+    if len(rows) > 1:
+        keep = nms(torch.from_numpy(rows[:, :4]).float(), torch.from_numpy(rows[:, 4]).float(), cfg.nms_iou)
+        rows = rows[keep.numpy()]
+    return rows
+
+
+def _same_face(a: np.ndarray, b: np.ndarray, iou: float) -> np.ndarray:
+    """``[len(a), len(b)]``: whether detection rows of ``a`` and ``b`` are the same face (boxes overlapping more
+    than ``iou``, or either box's centre inside the other: a turned pass sometimes finds a part of a face)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), bool)
+    over = box_iou(torch.from_numpy(a[:, :4]).float(), torch.from_numpy(b[:, :4]).float()).numpy() > iou
+    ca, cb = _centres(a), _centres(b)
+    a_in_b = (ca[:, None, 0] > b[None, :, 0]) & (ca[:, None, 0] < b[None, :, 2]) \
+        & (ca[:, None, 1] > b[None, :, 1]) & (ca[:, None, 1] < b[None, :, 3])
+    b_in_a = (cb[None, :, 0] > a[:, None, 0]) & (cb[None, :, 0] < a[:, None, 2]) \
+        & (cb[None, :, 1] > a[:, None, 1]) & (cb[None, :, 1] < a[:, None, 3])
+    return over | a_in_b | b_in_a
+
+
+def _roll(rows: np.ndarray) -> np.ndarray:
+    """Tilt of each detection's eye line in its own frame, degrees (0 = level)."""
+    d = rows[:, 7:9] - rows[:, 5:7]  # right eye - left eye (x, y)
+    return np.degrees(np.arctan2(d[:, 1], d[:, 0])).astype(np.float32)
+
+
+_COARSE_FACE = 16  # px the smallest face is in a turned pass's coarse search (12 px, P-net's window, lost a quarter)
+_REFINE_TURNED = 128  # side of the upright crop a turned pass's face is confirmed in (the face ~47 px: O-net's 48)
+
+
+def _rotated_passes(image: np.ndarray, angles: tuple[float, ...], detector: FaceDetector, min_face: float,
+                    min_score: float) -> np.ndarray:
+    """Faces of ``image`` found with the image turned by each of ``angles`` (degrees, counter-clockwise), as
+    detection rows in ``image`` pixels.
+
+    A coarse search first: the image shrunk so a face of ``min_face`` px is ``_COARSE_FACE`` px, turned on a canvas
+    that holds all of it (all angles in one batch). Each face it finds is then confirmed in a crop of its own, turned
+    so its eyes are level, ``_REFINE_TURNED`` px with the face at ~47 px (what MTCNN's last network sees): the
+    detection there, mapped back, gives the landmarks, box and score (at least ``min_score``); a face the crop does
+    not confirm is dropped."""
+    r = min(1.0, _COARSE_FACE / max(min_face, 1.0))
+    small = _scaled(image, r)
+    sh, sw = small.shape[:2]
+    turned, frames = [], []
+    side = math.ceil(math.hypot(sh, sw))  # one canvas size for every angle (they run as one batch)
+    for angle in angles:
+        m = cv2.getRotationMatrix2D((sw / 2, sh / 2), angle, 1.0)
+        m[:, 2] += (side / 2 - sw / 2, side / 2 - sh / 2)
+        turned.append(cv2.warpAffine(small, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
+        inv = cv2.invertAffineTransform(m) / r  # turned px -> image px
+        frames.append(inv)
+    centres, sizes, rolls = [], [], []
+    for found, inv in zip(detector._run(turned, min_face=_COARSE_FACE), frames):
+        if len(found) == 0:
+            continue
+        centres.append(_centres(found) @ inv[:, :2].T + inv[:, 2])
+        sizes.append(np.maximum(found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]) / r)
+        eyes = found[:, 5:9].reshape(-1, 2, 2) @ inv[:, :2].T + inv[:, 2][None, None]
+        rolls.append(np.degrees(np.arctan2(eyes[:, 1, 1] - eyes[:, 0, 1], eyes[:, 1, 0] - eyes[:, 0, 0])))
+    if not centres:
+        return np.zeros((0, 15), np.float32)
+    crops, maps = [], []
+    half = _REFINE_TURNED / 2
+    for (cx, cy), size, roll in zip(np.concatenate(centres), np.concatenate(sizes), np.concatenate(rolls)):
+        k = _REFINE_TURNED / (2.7 * size)  # crop px per image px
+        mc = cv2.getRotationMatrix2D((float(cx), float(cy)), float(roll), k)
+        mc[:, 2] += (half - cx, half - cy)
+        crops.append(cv2.warpAffine(image, mc, (_REFINE_TURNED, _REFINE_TURNED),
+                                    flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        maps.append((mc, k * size))
+    out = []
+    for i in range(0, len(crops), 16):
+        for again, (mc, size) in zip(detector._run(crops[i : i + 16], min_face=24), maps[i : i + 16]):
+            if len(again) == 0:
+                continue
+            d = np.hypot(*(_centres(again) - half).T)
+            j = int(np.argmin(d))
+            if d[j] >= 0.5 * size or again[j, 4] < min_score:
+                continue
+            back = cv2.invertAffineTransform(mc)
+            row = again[j].copy()
+            row[5:] = (again[j, 5:].reshape(5, 2) @ back[:, :2].T + back[:, 2]).reshape(10)
+            centre = _centres(again[j : j + 1])[0] @ back[:, :2].T + back[:, 2]
+            halfwh = np.array([again[j, 2] - again[j, 0], again[j, 3] - again[j, 1]]) / (2 * np.hypot(*mc[:, 0]))
+            row[0:2], row[2:4] = centre - halfwh, centre + halfwh
+            out.append(row)
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, 15), np.float32)
+
+
+def _centres(rows: np.ndarray) -> np.ndarray:
+    return np.stack([(rows[:, 0] + rows[:, 2]) / 2, (rows[:, 1] + rows[:, 3]) / 2], axis=1)
 
 
 def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:

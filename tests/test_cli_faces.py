@@ -125,3 +125,15 @@ def test_bad_input_gives_one_line_error(tmp_path, name, content, cause):
 def test_bad_options_give_one_line_errors(scene_file, args, text):
     result = CliRunner().invoke(main, ["faces", str(scene_file), *args])
     assert result.exit_code == 1 and text in result.output and "Traceback" not in result.output
+
+
+def test_upright_only_skips_the_turned_passes(tmp_path, astronaut):
+    """A head turned 90 degrees is found by default and missed with --upright-only (the faster, upright search)."""
+    import cv2
+
+    turned = cv2.rotate(astronaut, cv2.ROTATE_90_CLOCKWISE)
+    path = write_image(np.ascontiguousarray(turned), tmp_path / "lying.png")
+    default, upright = run(str(path), "--json"), run(str(path), "--json", "--upright-only")
+    assert default.exit_code == 0 and upright.exit_code == 0, default.output + upright.output
+    assert len(json.loads(default.stdout)["faces"]) == 1
+    assert len(json.loads(upright.stdout)["faces"]) == 0

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from ..config import DetectConfig, PhotoConfig, SwapConfig
-from .photo import _numbers
+from ..config import PhotoConfig, SwapConfig
+from .photo import _numbers, detect_config
 from .photo import photo as _photo_command
 
 # Options taken over from ``deid photo`` (the same click objects: same flags, defaults, help and meaning).
-SHARED_PHOTO_OPTIONS = ("mode", "only", "skip", "min_face", "det_threshold", "threshold", "seed", "key", "psi",
+SHARED_PHOTO_OPTIONS = ("mode", "only", "skip", "min_face", "det_threshold", "upright_only", "threshold", "seed", "key", "psi",
                         "generator", "encoder", "device")
 
 
@@ -63,7 +63,7 @@ class _ProgressBars:
                    "image data under another suffix (GIF, HEIC, a JPEG named .dat) are never copied.")
 @click.option("--force", is_flag=True, help="Redo every file, even those an earlier run finished.")
 @click.option("--dry-run", is_flag=True, help="List what would be done to each file; write nothing.")
-def dataset(in_dir, out_dir, workers, copy_other, force, dry_run, mode, only, skip, min_face, det_threshold,
+def dataset(in_dir, out_dir, workers, copy_other, force, dry_run, mode, only, skip, min_face, det_threshold, upright_only,
             threshold, seed, key, psi, generator, encoder, device) -> None:
     """Anonymise every photo under IN_DIR into the mirrored tree OUT_DIR, with the options of `deid photo`.
 
@@ -82,7 +82,7 @@ def dataset(in_dir, out_dir, workers, copy_other, force, dry_run, mode, only, sk
     from ..device import resolve_device
 
     photo_cfg = PhotoConfig(mode=mode, only=_numbers(only), skip=_numbers(skip),
-                            detect=DetectConfig(min_face=min_face, min_score=det_threshold),
+                            detect=detect_config(min_face, det_threshold, upright_only),
                             swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold))
     cfg = DatasetConfig(in_dir=in_dir, out_dir=out_dir, photo=photo_cfg, workers=workers, copy_other=copy_other,
                         force=force, dry_run=dry_run, generator=generator, encoder=encoder,

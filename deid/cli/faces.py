@@ -12,6 +12,7 @@ from ..device import resolve_device
 from ..io.images import check_output_path, read_image, write_image
 from ..io.preview import draw_faces
 from ..types import Face
+from .photo import detect_config
 
 _LANDMARK_NAMES = ("left eye", "right eye", "nose", "mouth left", "mouth right")
 
@@ -25,8 +26,11 @@ _LANDMARK_NAMES = ("left eye", "right eye", "nose", "mouth left", "mouth right")
               help="Smallest face to find: box side in pixels of the photo.")
 @click.option("--threshold", type=float, default=DetectConfig.min_score, show_default=True,
               help="Minimum detection score, in [0, 1).")
+@click.option("--upright-only", is_flag=True,
+              help="Skip the passes that look for heads tilted beyond ~35 degrees (as `deid photo --upright-only`).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def faces(photo: str, as_json: bool, preview: str | None, min_face: int, threshold: float, device: str) -> None:
+def faces(photo: str, as_json: bool, preview: str | None, min_face: int, threshold: float, upright_only: bool,
+          device: str) -> None:
     """List the faces found in PHOTO, numbered from 1, largest first.
 
     Each face has its box (x0, y0, x1, y1 in pixels of the photo as displayed, after EXIF rotation), its score and
@@ -42,7 +46,7 @@ def faces(photo: str, as_json: bool, preview: str | None, min_face: int, thresho
     if preview is not None:
         check_output_path(photo, preview)
     image = read_image(photo)
-    config = DetectConfig(min_face=min_face, min_score=threshold)
+    config = detect_config(min_face, threshold, upright_only)
     found = detect_faces(image.pixels, FaceDetector(config, device=resolve_device(device)))
     if as_json:
         click.echo(json.dumps(_as_json(photo, image.width, image.height, found), indent=2))

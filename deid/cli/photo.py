@@ -19,6 +19,11 @@ def _numbers(text: str) -> tuple[int, ...]:
         raise ConfigError(f"face numbers must look like 1,3,4, got {text!r}") from exc
 
 
+def detect_config(min_face: int, det_threshold: float, upright_only: bool = False) -> DetectConfig:
+    """The detection settings of the command-line options (shared by photo, dataset, video and faces)."""
+    return DetectConfig(min_face=min_face, min_score=det_threshold, rotations=() if upright_only else DetectConfig.rotations)
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
@@ -29,6 +34,8 @@ def _numbers(text: str) -> tuple[int, ...]:
 @click.option("--skip", default="", help="Leave these faces as they are, e.g. 2.")
 @click.option("--min-face", default=16, show_default=True, help="Smallest face to find, in pixels.")
 @click.option("--det-threshold", default=0.9, show_default=True, help="Minimum detection score.")
+@click.option("--upright-only", is_flag=True,
+              help="Skip the passes that look for heads tilted beyond ~35 degrees (faster; such faces may be missed).")
 @click.option("--threshold", default=0.6, show_default=True,
               help="Identity guard: a swapped face must be at least this far from the original (dlib distance; "
                    "0.6 = same person); otherwise another identity is tried, then the face is pixelated.")
@@ -46,7 +53,7 @@ def _numbers(text: str) -> tuple[int, ...]:
 @click.option("--preview", type=click.Path(path_type=Path),
               help="Before|after sheet with numbered boxes: a PNG file (one photo) or a folder (several).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, seed, key, psi, blend, generator, encoder,
+def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, threshold, seed, key, psi, blend, generator, encoder,
           report, preview, device) -> None:
     """Anonymise every face in photos. Output keeps each photo's size and format; EXIF (GPS, serials, the
     thumbnail), XMP, IPTC and comments are removed, ICC profiles kept. Inputs are never modified.
@@ -64,7 +71,7 @@ def photo(inputs, out, mode, only, skip, min_face, det_threshold, threshold, see
     from ..swap import load_swap_models
 
     cfg = PhotoConfig(mode=mode, only=_numbers(only), skip=_numbers(skip),
-                      detect=DetectConfig(min_face=min_face, min_score=det_threshold),
+                      detect=detect_config(min_face, det_threshold, upright_only),
                       swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold, blend=blend))
     missing = [p for p in inputs if not p.exists()]
     pairs = plan_outputs([p for p in inputs if p.exists()], out)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..config import DetectConfig, PhotoConfig, SwapConfig, VideoConfig
+from ..config import PhotoConfig, SwapConfig, VideoConfig
 from ..errors import DeidError, InputError
+from .photo import detect_config
 
 
 def _eta(seconds: float) -> str:
@@ -28,6 +29,8 @@ def _eta(seconds: float) -> str:
               help="Run the face detector on every Nth frame (and the last); optical-flow tracking in between.")
 @click.option("--min-face", default=20, show_default=True, help="Smallest face to find, in pixels.")
 @click.option("--det-threshold", default=0.9, show_default=True, help="Minimum detection score.")
+@click.option("--upright-only", is_flag=True,
+              help="Skip the passes that look for heads tilted beyond ~35 degrees (faster; such faces may be missed).")
 @click.option("--threshold", default=0.6, show_default=True,
               help="Identity guard (dlib distance): a swapped track closer than this to the original is pixelated.")
 @click.option("--seed", default=0, show_default=True, help="Base seed of the new identities.")
@@ -43,7 +46,7 @@ def _eta(seconds: float) -> str:
               help="Its encoder (default: shipped models/deid64-encoder.safetensors).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = default).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def video(inputs, out, mode, detect_every, min_face, det_threshold, threshold, seed, key, psi, codec, crf, no_audio,
+def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only, threshold, seed, key, psi, codec, crf, no_audio,
           force, generator, encoder, threads, device) -> None:
     """Anonymise every face in videos. Output keeps resolution, frame timing (variable too), rotation and audio.
     Inputs are never modified; a video whose output and report already exist is skipped (resume), unless --force.
@@ -66,7 +69,7 @@ def video(inputs, out, mode, detect_every, min_face, det_threshold, threshold, s
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = VideoConfig(photo=PhotoConfig(mode=mode, detect=DetectConfig(min_face=min_face, min_score=det_threshold),
+    cfg = VideoConfig(photo=PhotoConfig(mode=mode, detect=detect_config(min_face, det_threshold, upright_only),
                                         swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold)),
                       detect_every=detect_every, codec=codec, crf=crf, audio=not no_audio)
     failed = 0
