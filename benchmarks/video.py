@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--detect-every", type=int, default=3)
     ap.add_argument("--min-face", type=int, default=20)
     ap.add_argument("--mode", default="swap")
+    ap.add_argument("--upright-only", action="store_true", help="process without the turned detection passes")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--check-every", type=int, default=1, help="re-detect leaks on every Nth output frame")
     ap.add_argument("--json", type=Path)
@@ -74,7 +75,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="deid-video-"))
     frames_n = int(round(args.seconds * args.fps))
     clip = make_clip(tmp / "clip720p.mp4", MOVERS, width=1280, height=720, frames=frames_n, fps=args.fps)
-    cfg = VideoConfig(photo=PhotoConfig(mode=args.mode, detect=DetectConfig(min_face=args.min_face)),
+    cfg = VideoConfig(photo=PhotoConfig(mode=args.mode, detect=DetectConfig(min_face=args.min_face,
+                                                                           **({"rotations": ()} if args.upright_only else {}))),
                       detect_every=args.detect_every)
     detector = FaceDetector(cfg.photo.detect)
     models = None
