@@ -170,11 +170,12 @@ class DetectConfig:
     nms_iou: float = 0.3  # boxes overlapping more than this (IoU) are merged, keeping the highest score
     factor: float = 0.709  # MTCNN pyramid scale step
     # extra passes over the photo turned by these angles (degrees, counter-clockwise), for heads tilted beyond what
-    # MTCNN finds upright: on 48 held-out faces per angle (session 6) upright recall falls from 48/48 at +-20 deg to
-    # 35/48 at +-50 and 3/48 at 90 (100 px faces; 40 px: 26/48 at +-50). () = upright only
+    # MTCNN finds upright. On 48 held-out 100 px faces per angle (session 6), recall upright only -> with (-50, 50):
+    # 39 -> 48 at +-45 deg, 24 -> 48 at 60, 10 -> 46 at 75, 3 -> 38 at 90 (48 px faces: 32 -> 39, 16 -> 33,
+    # 6 -> 25, 2 -> 19); 1080p detection ~0.7 -> ~1.2 s on one thread. () = upright only (--upright-only)
     rotations: tuple[float, ...] = (-50.0, 50.0)
     rotated_min_face: int = 48  # smallest face the turned passes look for (original-image px; they cost less so)
-    rotated_min_score: float = 0.9  # their detections must score this much (their false ones scored 0.94-0.95)
+    rotated_min_score: float = 0.9  # score a turned detection needs in the upright crop that confirms it
 
     def __post_init__(self):
         _check(self.min_face >= 4, "min_face must be >= 4 pixels")

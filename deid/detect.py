@@ -6,8 +6,8 @@ re-detected in upscaled crops of their own, for accurate landmarks. When it is s
 working size), the whole pass stops at ``small_face`` pixels and the photo is also cut into overlapping tiles,
 upscaled so such faces reach ``small_face`` pixels, and searched again. Heads tilted beyond what MTCNN finds
 upright (~35 degrees) are looked for in the photo turned by ``DetectConfig.rotations`` (a coarse search, then each
-face confirmed upright in a crop of its own). Results are mapped back to original pixels and merged by NMS, keeping
-for each face the pass that saw it most upright.
+face confirmed upright in a crop of its own). Results are mapped back to original pixels and merged by NMS; a face
+both searches found keeps the upright detection unless the turned one measures it tilted more than 30 degrees.
 """
 
 from __future__ import annotations
