@@ -255,26 +255,47 @@ def _refine_small(image: np.ndarray, rows: np.ndarray, detector: FaceDetector, s
     idx = np.nonzero(sizes < small_face)[0]
     if len(idx) == 0:
         return rows
-    h, w = image.shape[:2]
-    crops, frames = [], []
+    crops, maps = [], []
     for i in idx:
         cx, cy = (rows[i, 0] + rows[i, 2]) / 2, (rows[i, 1] + rows[i, 3]) / 2
-        side = max(sizes[i] * 2.7, 8.0)
-        k = _REFINE_SIDE / side  # crop px per image px
+        k = _REFINE_SIDE / max(sizes[i] * 2.7, 8.0)  # crop px per image px
         m = np.array([[k, 0, _REFINE_SIDE / 2 - k * cx], [0, k, _REFINE_SIDE / 2 - k * cy]], np.float64)
         crops.append(cv2.warpAffine(image, m, (_REFINE_SIDE, _REFINE_SIDE), flags=cv2.INTER_CUBIC,
                                     borderMode=cv2.BORDER_REPLICATE))
-        frames.append((k, cx - _REFINE_SIDE / 2 / k, cy - _REFINE_SIDE / 2 / k, cx, cy, sizes[i]))
+        maps.append((m, k * sizes[i]))
     out = rows.copy()
-    for i, again, (k, ox, oy, cx, cy, size) in zip(idx, detector._run(crops, min_face=small_face), frames):
-        if len(again) == 0:
-            continue
-        again = _rescale(again, 1 / k, ox * k, oy * k)
-        d = np.hypot((again[:, 0] + again[:, 2]) / 2 - cx, (again[:, 1] + again[:, 3]) / 2 - cy)
-        j = int(np.argmin(d))
-        if d[j] < 0.5 * size:
-            out[i] = again[j]
-            out[i, 4] = max(again[j, 4], rows[i, 4])  # a weaker re-detection must not drop a face already found
+    for i, again in zip(idx, _redetect_in_crops(crops, maps, detector, small_face)):
+        if again is not None:
+            out[i] = again
+            out[i, 4] = max(again[4], rows[i, 4])  # a weaker re-detection must not drop a face already found
+    return out
+
+
+def _redetect_in_crops(crops: list[np.ndarray], maps: list[tuple[np.ndarray, float]], detector: FaceDetector,
+                       min_face: float) -> list[np.ndarray | None]:
+    """MTCNN on same-size ``crops`` (one batch); for each, with ``(m, size)`` its image -> crop transform and the
+    face's expected size in crop pixels, the detection nearest the crop's centre (within half that size) mapped back
+    to image pixels, or None."""
+    if not crops:
+        return []
+    out: list[np.ndarray | None] = []
+    half = crops[0].shape[0] / 2
+    for again, (m, size) in zip(detector._run(crops, min_face=min_face), maps):
+        d = np.hypot(*(_centres(again) - half).T) if len(again) else np.zeros(0)
+        j = int(np.argmin(d)) if len(d) else -1
+        out.append(_map_rows(again[j : j + 1], cv2.invertAffineTransform(m))[0] if j >= 0 and d[j] < 0.5 * size
+                   else None)
+    return out
+
+
+def _map_rows(rows: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Detection rows through the similarity transform ``m`` (``[2, 3]``): landmarks exactly, each box as a box of
+    its own shape, scaled, around its mapped centre."""
+    out = rows.copy()
+    out[:, 5:] = (rows[:, 5:].reshape(-1, 5, 2) @ m[:, :2].T + m[:, 2]).reshape(-1, 10)
+    centre = _centres(rows) @ m[:, :2].T + m[:, 2]
+    halfwh = np.stack([rows[:, 2] - rows[:, 0], rows[:, 3] - rows[:, 1]], axis=1) * (np.hypot(*m[:, 0]) / 2)
+    out[:, 0:2], out[:, 2:4] = centre - halfwh, centre + halfwh
     return out
 
 
@@ -334,44 +355,21 @@ def _rotated_passes(image: np.ndarray, angles: tuple[float, ...], detector: Face
         m = cv2.getRotationMatrix2D((sw / 2, sh / 2), angle, 1.0)
         m[:, 2] += (side / 2 - sw / 2, side / 2 - sh / 2)
         turned.append(cv2.warpAffine(small, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
-        inv = cv2.invertAffineTransform(m) / r  # turned px -> image px
-        frames.append(inv)
-    centres, sizes, rolls = [], [], []
-    for found, inv in zip(detector._run(turned, min_face=_COARSE_FACE), frames):
-        if len(found) == 0:
-            continue
-        centres.append(_centres(found) @ inv[:, :2].T + inv[:, 2])
-        sizes.append(np.maximum(found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]) / r)
-        eyes = found[:, 5:9].reshape(-1, 2, 2) @ inv[:, :2].T + inv[:, 2][None, None]
-        rolls.append(np.degrees(np.arctan2(eyes[:, 1, 1] - eyes[:, 0, 1], eyes[:, 1, 0] - eyes[:, 0, 0])))
-    if not centres:
-        return np.zeros((0, 15), np.float32)
+        frames.append(cv2.invertAffineTransform(m) / r)
+    coarse = np.concatenate([_map_rows(found, inv)  # turned px -> image px
+                             for found, inv in zip(detector._run(turned, min_face=_COARSE_FACE), frames)])
     crops, maps = [], []
     half = _REFINE_TURNED / 2
-    for (cx, cy), size, roll in zip(np.concatenate(centres), np.concatenate(sizes), np.concatenate(rolls)):
+    sizes = np.maximum(coarse[:, 2] - coarse[:, 0], coarse[:, 3] - coarse[:, 1])
+    for (cx, cy), size, roll in zip(_centres(coarse), sizes, _roll(coarse)):
         k = _REFINE_TURNED / (2.7 * size)  # crop px per image px
         mc = cv2.getRotationMatrix2D((float(cx), float(cy)), float(roll), k)
         mc[:, 2] += (half - cx, half - cy)
         crops.append(cv2.warpAffine(image, mc, (_REFINE_TURNED, _REFINE_TURNED),
                                     flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
         maps.append((mc, k * size))
-    out = []
-    for i in range(0, len(crops), 16):
-        for again, (mc, size) in zip(detector._run(crops[i : i + 16], min_face=24), maps[i : i + 16]):
-            if len(again) == 0:
-                continue
-            d = np.hypot(*(_centres(again) - half).T)
-            j = int(np.argmin(d))
-            if d[j] >= 0.5 * size or again[j, 4] < min_score:
-                continue
-            back = cv2.invertAffineTransform(mc)
-            row = again[j].copy()
-            row[5:] = (again[j, 5:].reshape(5, 2) @ back[:, :2].T + back[:, 2]).reshape(10)
-            centre = _centres(again[j : j + 1])[0] @ back[:, :2].T + back[:, 2]
-            halfwh = np.array([again[j, 2] - again[j, 0], again[j, 3] - again[j, 1]]) / (2 * np.hypot(*mc[:, 0]))
-            row[0:2], row[2:4] = centre - halfwh, centre + halfwh
-            out.append(row)
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, 15), np.float32)
+    found = [row for row in _redetect_in_crops(crops, maps, detector, 24) if row is not None and row[4] >= min_score]
+    return np.stack(found).astype(np.float32) if found else np.zeros((0, 15), np.float32)
 
 
 def _centres(rows: np.ndarray) -> np.ndarray:
