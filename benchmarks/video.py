@@ -1,6 +1,6 @@
 """Video anonymisation: processing speed, leaks and temporal stability on a 720p 30 fps clip, CPU.
 
-    python benchmarks/video.py [--seconds 5] [--detect-every 3] [--min-face 20] [--mode swap] [--threads 1]
+    python benchmarks/video.py [--seconds 5] [--detect-every 3] [--min-face 20] [--mode swap] [--threads 1] [--no-ahead]
                                [--check-every 1] [--json out.json]
 
 The clip (``deid.eval.clips``) is real H.264 + AAC: four public-domain faces (astronaut, camera man, mirrored
@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--mode", default="swap")
     ap.add_argument("--upright-only", action="store_true", help="process without the turned detection passes")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-ahead", action="store_true",
+                    help="decode and detect in the main thread (default: in a worker, when --threads > 1)")
     ap.add_argument("--check-every", type=int, default=1, help="re-detect leaks on every Nth output frame")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--dump-leaks", type=Path, help="folder: write input|output crops of leaked faces")
@@ -77,7 +79,7 @@ def main() -> None:
     clip = make_clip(tmp / "clip720p.mp4", MOVERS, width=1280, height=720, frames=frames_n, fps=args.fps)
     cfg = VideoConfig(photo=PhotoConfig(mode=args.mode, detect=DetectConfig(min_face=args.min_face,
                                                                            **({"rotations": ()} if args.upright_only else {}))),
-                      detect_every=args.detect_every)
+                      detect_every=args.detect_every, detect_ahead=not args.no_ahead)
     detector = FaceDetector(cfg.photo.detect)
     models = None
     if args.mode == "swap":

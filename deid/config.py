@@ -401,6 +401,8 @@ class VideoConfig:
 
     photo: PhotoConfig = field(default_factory=PhotoConfig)  # mode, detection and swap settings, as for photos
     detect_every: int = 3  # run the detector on every Nth frame (and the last); optical flow in between
+    # decode and detect in a worker thread, ahead of tracking/anonymising/encoding, when torch has > 1 thread
+    detect_ahead: bool = True
     track: TrackConfig = field(default_factory=TrackConfig)
     latent_smoothing: float = 0.5  # weight of the previous frame in the running average of the kept W+ rows
     guard_every: int = 30  # frames between identity-guard re-checks of a swapped track (0 = only at its start)

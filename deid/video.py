@@ -2,6 +2,9 @@
 
 Built on the photo pipeline's pieces (detector, swap models, blending, obscuring) with what video needs on top:
 
+* **Two threads at work.** With more than one torch thread, decoding and detection run in a worker thread ahead
+  of tracking, anonymising and encoding (``VideoConfig.detect_ahead``); the output is the same.
+
 * **No leaks.** Every detection starts or continues a track, and a track lives on by optical flow for a grace
   period after its last detection. Frames between two detection frames are held back until the second one is
   seen: a face first detected there is followed backwards through the held frames, so a face entering the picture
@@ -18,6 +21,8 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -145,6 +150,70 @@ def _with_last(it: Iterator[VideoFrame]) -> Iterator[tuple[VideoFrame, bool]]:
         prev = x
     if prev is not None:
         yield prev, True
+
+
+def _detected(src: str | Path, detector: FaceDetector, every: int, clock: dict[str, float]
+              ) -> Iterator[tuple[VideoFrame, list[Face] | None]]:
+    """The frames of ``src`` with their detections: on every ``every``-th frame and the last, None on the others.
+    Adds the seconds spent decoding and detecting to ``clock["decode"]`` and ``clock["detect"]``."""
+    t0 = time.perf_counter()
+    for frame, last in _with_last(read_frames(src)):
+        t1 = time.perf_counter()
+        clock["decode"] += t1 - t0
+        dets = None
+        if frame.index % every == 0 or last:
+            dets = detect_faces(frame.pixels, detector)
+            clock["detect"] += time.perf_counter() - t1
+        yield frame, dets
+        t0 = time.perf_counter()
+
+
+class _Ahead:
+    """Runs an iterator in a worker thread, at most ``depth`` items ahead of the consumer (video: decoding and
+    detection run while the previous frames are tracked, anonymised and encoded; torch releases the GIL in its
+    kernels). Errors raised by the iterator come out of the consumer's loop at the same place; ``close()`` stops
+    the worker (also when the consumer stops early)."""
+
+    def __init__(self, it: Iterator, depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(it,), name="deid-video-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, it: Iterator) -> None:
+        try:
+            for x in it:
+                if not self._put(("item", x)):
+                    return
+            self._put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(("error", exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator:
+        while True:
+            kind, x = self._queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise x
+            yield x
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _margin(face: Face, config: SwapConfig) -> float:
@@ -386,41 +455,49 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
             if progress is not None:
                 progress(1)
 
-        frames = read_frames(src)
-        t0 = time.perf_counter()
-        for frame, last in _with_last(frames):
-            t["decode"] += time.perf_counter() - t0
-            is_det = frame.index % config.detect_every == 0 or last
-            dets = None
-            if is_det:
+        # decoding and detection run in a worker thread, ahead of tracking, anonymising and encoding, when torch
+        # has more than one thread; the two threads share them (torch's thread count is process-wide: halved for
+        # the video, restored after). Measured: benchmarks/video.py --threads 2 [--no-ahead]
+        threads = torch.get_num_threads()
+        source = _detected(src, detector, config.detect_every, t)
+        ahead = None
+        if config.detect_ahead and threads > 1:
+            torch.set_num_threads(threads // 2)
+            ahead = _Ahead(source, depth=2 * config.detect_every + 2)
+        try:
+            for frame, dets in (ahead if ahead is not None else source):
+                is_det = dets is not None
+                if is_det:
+                    report.detection_frames += 1
                 t0 = time.perf_counter()
-                dets = detect_faces(frame.pixels, detector)
-                t["detect"] += time.perf_counter() - t0
-                report.detection_frames += 1
-            t0 = time.perf_counter()
-            gray = FaceTracker.gray(frame.pixels)
-            live = tracker.step(frame.pixels, frame.time, dets, gray=gray)
-            current = _Held(frame, gray, live)
-            if is_det:
-                born = [tf for tf in live if tf.age == 0]
-                if born and held:  # follow new faces back through the held frames
-                    grays = [h.gray for h in held] + [gray]
-                    for tf in born:
-                        for h, pos in zip(held, backtrack(grays, tf.raw, config.track)):
-                            if pos is not None:
-                                h.backfilled.append((tf.track_id, pos))
-                t["track"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                anon.anchor(frame, live)
-                t["anonymize"] += time.perf_counter() - t0
-                for h in held:
-                    emit(h)
-                held = []
-                emit(current)
+                gray = FaceTracker.gray(frame.pixels)
+                live = tracker.step(frame.pixels, frame.time, dets, gray=gray)
+                current = _Held(frame, gray, live)
+                if is_det:
+                    born = [tf for tf in live if tf.age == 0]
+                    if born and held:  # follow new faces back through the held frames
+                        grays = [h.gray for h in held] + [gray]
+                        for tf in born:
+                            for h, pos in zip(held, backtrack(grays, tf.raw, config.track)):
+                                if pos is not None:
+                                    h.backfilled.append((tf.track_id, pos))
+                    t["track"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    anon.anchor(frame, live)
+                    t["anonymize"] += time.perf_counter() - t0
+                    for h in held:
+                        emit(h)
+                    held = []
+                    emit(current)
+                else:
+                    t["track"] += time.perf_counter() - t0
+                    held.append(current)
+        finally:
+            if ahead is not None:
+                ahead.close()
+                torch.set_num_threads(threads)
             else:
-                t["track"] += time.perf_counter() - t0
-                held.append(current)
-            t0 = time.perf_counter()
+                source.close()
         for h in held:  # not reached: the last frame is a detection frame
             emit(h)
     report.tracks = [anon.tracks[k] for k in sorted(anon.tracks)]

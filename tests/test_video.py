@@ -210,6 +210,51 @@ def test_blur_mode_and_no_audio(clip, detector, tmp_path):
     assert {t.method for t in rep.tracks} == {"blur"}
 
 
+def test_detecting_ahead_in_a_worker_gives_the_same_video(clip, detector, tmp_path, monkeypatch):
+    """Decoding and detection in a worker thread (torch with > 1 thread) change nothing in the output; a file
+    that breaks part-way still fails with the input error, from the worker, and leaves no partial output."""
+    import torch
+
+    import deid.video
+
+    threads = torch.get_num_threads()
+    workers = []
+    real = deid.video._Ahead
+    monkeypatch.setattr(deid.video, "_Ahead", lambda *a, **k: workers.append(1) or real(*a, **k))
+    try:
+        torch.set_num_threads(2)
+        outs = {}
+        for ahead in (False, True):
+            boxes = []
+            cfg = VideoConfig(photo=PhotoConfig(mode="blur"), detect_every=3, detect_ahead=ahead)
+            rep = anonymize_video(clip.path, tmp_path / f"{ahead}.mp4", detector=detector, config=cfg,
+                                  observe=lambda i, faces: boxes.append([(tid, f.box) for tid, f, _ in faces]))
+            outs[ahead] = (rep.detection_frames, [(t.first_frame, t.frames, t.method) for t in rep.tracks], boxes,
+                           np.stack([f.pixels for f in read_frames(tmp_path / f"{ahead}.mp4")]).astype(np.int16))
+        assert workers == [1] and torch.get_num_threads() == 2  # restored after the video
+        assert outs[True][:2] == outs[False][:2]
+        for a, b in zip(outs[True][2], outs[False][2]):  # the same faces, tracks and boxes (to float rounding:
+            assert [t for t, _ in a] == [t for t, _ in b]  # the worker's torch runs on fewer threads)
+            assert all(np.abs(x - y).max() < 1e-2 for (_, x), (_, y) in zip(a, b))
+        diff = np.abs(outs[True][3] - outs[False][3])  # (two runs of the same path differ by such noise, too)
+        assert diff.max() <= 4 and diff.mean() < 0.05
+        real_read = deid.video.read_frames
+
+        def breaks(path):  # decoding fails part-way (as a damaged file does, in the worker)
+            for f in real_read(path):
+                if f.index == 10:
+                    raise InputError(path, "decoding failed at frame 10 (test)")
+                yield f
+
+        monkeypatch.setattr(deid.video, "read_frames", breaks)
+        cfg = VideoConfig(photo=PhotoConfig(mode="blur"), detect_every=3)
+        with pytest.raises(InputError, match="frame 10"):
+            anonymize_video(clip.path, tmp_path / "cut.mp4", detector=detector, config=cfg)
+        assert len(workers) == 2 and not list(tmp_path.glob("*cut*")), "partial output left behind"
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_cli_batch_resumes_and_reports_bad_files(clip, tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
