@@ -12,8 +12,10 @@ both searches found keeps the upright detection unless the turned one measures i
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import weakref
 
 import cv2
@@ -51,11 +53,13 @@ class FaceDetector:
             _speed_up_mtcnn(self._mtcnn)
 
     def _run(self, images: list[np.ndarray], min_face: float) -> list[np.ndarray]:
-        """MTCNN on same-size images; returns per image ``[K, 15]`` float32 rows (box 4, score 1, landmarks 10)."""
-        self._mtcnn.min_face_size = max(int(math.floor(min_face)), _PNET_WINDOW)
+        """MTCNN on same-size images; returns per image ``[K, 15]`` float32 rows (box 4, score 1, landmarks 10).
+        Safe to call from several threads at once (each call sets the smallest face on a view of its own)."""
+        mtcnn = copy.copy(self._mtcnn)  # shares the three networks; min_face_size is this call's
+        mtcnn.min_face_size = max(int(math.floor(min_face)), _PNET_WINDOW)
         batch = np.stack(images) if len(images) > 1 else images[0]
         with torch.inference_mode():
-            boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+            boxes, probs, points = mtcnn.detect(batch, landmarks=True)
         if len(images) == 1:
             boxes, probs, points = [boxes], [probs], [points]
         out = []
@@ -119,6 +123,9 @@ class _Source:
 
 
 _LOCAL = threading.local()  # one per thread (the server may detect in several)
+# runs a photo's turned passes beside its upright ones when torch has more than one thread (two threads' kernels at
+# once keep both cores busier than one thread's intra-op parallelism; measured: benchmarks/detect.py --threads 2)
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deid-detect")
 
 
 def _area_resample(img: torch.Tensor, size: tuple[int, int], *, _torch_area=None) -> torch.Tensor:
@@ -202,6 +209,10 @@ def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
     rows = []
     s = min(1.0, cfg.max_size / max(h, w))
     work = _scaled(image, s)
+    turned_job = None
+    if cfg.rotations and torch.get_num_threads() > 1:  # the turned passes meanwhile, in a thread of their own
+        turned_job = _POOL.submit(_rotated_passes, work, cfg.rotations, detector, cfg.rotated_min_face * s,
+                                  cfg.rotated_min_score)
     if cfg.tile and cfg.min_face * s >= _DIRECT_MIN and cfg.min_face * s < cfg.small_face:
         # the whole pass can reach min_face itself: one pass down to it, then the small faces it found are
         # re-detected in upscaled crops of their own for accurate landmarks (what the tiles would give, for less)
@@ -233,8 +244,9 @@ def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
     # upright passes missed, and replace upright detections of faces tilted more than _UPRIGHT_MAX_ROLL (whose
     # landmarks are poor); a face tilted less keeps the upright detection.
     if cfg.rotations:
-        turned = _filtered(_rescale(_rotated_passes(work, cfg.rotations, detector, cfg.rotated_min_face * s,
-                                                    cfg.rotated_min_score), 1 / s, 0, 0), cfg)
+        found = turned_job.result() if turned_job is not None else _rotated_passes(
+            work, cfg.rotations, detector, cfg.rotated_min_face * s, cfg.rotated_min_score)
+        turned = _filtered(_rescale(found, 1 / s, 0, 0), cfg)
         if len(turned):
             same = _same_face(turned, allrows, cfg.nms_iou)  # [T, U]
             # the tilt a turned detection measures is the reliable one (found upright in its crop; an upright

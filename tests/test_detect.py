@@ -143,3 +143,30 @@ def test_turned_passes_leave_upright_faces_as_they_were(scene_720p, scene_720p_f
     assert len(upright) == len(scene_720p_faces)
     for a, b in zip(upright, scene_720p_faces):
         assert np.abs(a.landmarks - b.landmarks).max() < 0.05 * a.inter_ocular
+
+
+def test_turned_passes_in_a_thread_of_their_own_find_the_same_faces(astronaut, astronaut_face, face_detector,
+                                                                    monkeypatch):
+    """With more than one torch thread the turned passes run beside the upright ones; with one, after them: the
+    same faces either way (to float rounding, which depends on the thread count)."""
+    import torch
+
+    import deid.detect
+
+    jobs = []
+    pool = deid.detect._POOL
+    monkeypatch.setattr(deid.detect, "_POOL", type("Spy", (), {
+        "submit": staticmethod(lambda fn, *a: jobs.append(fn.__name__) or pool.submit(fn, *a))})())
+    scene = compose_scene(astronaut, astronaut_face, (720, 1280), TILTED, seed=4)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(detect_faces(scene.image, face_detector))
+    finally:
+        torch.set_num_threads(threads)
+    assert jobs == ["_rotated_passes"]  # only the two-thread run used the worker
+    assert len(runs[0]) == len(runs[1]) == len(TILTED)
+    for a, b in zip(*runs):
+        assert np.abs(a.box - b.box).max() < 0.5 and np.abs(a.landmarks - b.landmarks).max() < 0.5
