@@ -368,8 +368,13 @@ class PhotoConfig:
     obscure_scale: float = 1.3  # obscured ellipse = detection box enlarged by this factor
     detect: DetectConfig = field(default_factory=DetectConfig)  # detection settings
     swap: SwapConfig = field(default_factory=SwapConfig)  # identity swap settings (mode "swap")
+    # swaps faces whose regions do not touch in this many threads at once (the torch threads shared among them;
+    # same result as one by one). 0 = as many as torch has threads; 1 = one face at a time (the HTTP server, which
+    # runs requests side by side)
+    workers: int = 0
 
     def __post_init__(self):
+        _check(self.workers >= 0, "workers must be >= 0")
         _check(self.mode in ("swap", "blur", "pixelate", "solid"),
                f"mode must be swap, blur, pixelate or solid, got {self.mode!r}")
         _check(all(i >= 1 for i in self.only + self.skip), "face numbers start at 1")

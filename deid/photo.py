@@ -6,12 +6,15 @@ numbers a user saw in the preview.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .align import crop_matrix
 from .config import PhotoConfig
 from .detect import FaceDetector, detect_faces
 from .io.images import LoadedImage, check_output_path, decode_image, encode_image, read_image, write_image
@@ -40,27 +43,105 @@ def anonymize_faces(pixels: np.ndarray, faces: list[Face], config: PhotoConfig,
     """
     if config.mode == "swap" and models is None:
         raise ValueError("mode 'swap' needs SwapModels (deid.swap.load_swap_models)")
-    out = pixels
     # small faces first: a large face's blend must not be undone by a later paste of a small one beside it
     order = sorted(range(len(faces)), key=lambda i: faces[i].size)
     results: dict[int, FaceOutcome] = {}
-    for i in order:
-        face, number = faces[i], i + 1
-        t0 = time.perf_counter()
-        selected = is_selected(number, config)
-        swap = None
-        if not selected:
-            method = "kept"
-        elif config.mode == "swap":
-            out, swap = swap_face(out, face, models, config.swap, cluster=None if clusters is None else clusters[i])
-            method = swap.method
-        else:
-            out = obscure_face(out, face, config.mode, scale=config.obscure_scale)
-            method = config.mode
-        results[i] = FaceOutcome(index=number, face=face, method=method, swap=swap,
-                                 time_ms=(time.perf_counter() - t0) * 1000)
+
+    def run(group: list[int], out: np.ndarray) -> np.ndarray:
+        for i in group:
+            face, number = faces[i], i + 1
+            t0 = time.perf_counter()
+            swap = None
+            if not is_selected(number, config):
+                method = "kept"
+            elif config.mode == "swap":
+                out, swap = swap_face(out, face, models, config.swap,
+                                      cluster=None if clusters is None else clusters[i])
+                method = swap.method
+            else:
+                out = obscure_face(out, face, config.mode, scale=config.obscure_scale)
+                method = config.mode
+            results[i] = FaceOutcome(index=number, face=face, method=method, swap=swap,
+                                     time_ms=(time.perf_counter() - t0) * 1000)
+        return out
+
+    threads = torch.get_num_threads()
+    workers = min(config.workers or threads, threads)
+    groups = _apart(pixels.shape[:2], [i for i in order if is_selected(i + 1, config)], faces, models) \
+        if config.mode == "swap" and workers > 1 else []
+    if len(groups) < 2:
+        out = run(order, pixels)
+    else:
+        out = _swap_apart(pixels, groups, faces, models, run, min(workers, len(groups)))
+        for i in order:
+            if i not in results:
+                results[i] = FaceOutcome(index=i + 1, face=faces[i], method="kept", swap=None, time_ms=0.0)
     outcomes = [results[i] for i in range(len(faces))]
     return (out if out is not pixels else pixels.copy()), outcomes
+
+
+def footprint(shape: tuple[int, int], face: Face, models: SwapModels) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)``: every pixel swapping ``face`` reads or writes: its aligned crop (the generator's crop,
+    the upscaler's and the blend's are the same area), the box twice over (the identity judge's chip, the
+    attribute network's crop, a fallback's obscured ellipse), plus a margin; clipped to the photo."""
+    h, w = shape
+    m = crop_matrix(face.landmarks, 1, models.G.cfg.align_template)
+    corners = m @ np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]], np.float64).T  # [2, 4]
+    (bx0, by0, bx1, by1), half = face.box.astype(np.float64), face.size
+    c = np.array([(bx0 + bx1) / 2, (by0 + by1) / 2])
+    lo = np.minimum(corners.min(axis=1), c - half) - 4
+    hi = np.maximum(corners.max(axis=1), c + half) + 4
+    return (max(int(lo[0]), 0), max(int(lo[1]), 0), min(int(np.ceil(hi[0])), w), min(int(np.ceil(hi[1])), h))
+
+
+def _apart(shape: tuple[int, int], order: list[int], faces: list[Face], models: SwapModels) -> list[list[int]]:
+    """The faces ``order`` (indices) split into groups whose footprints do not touch those of another group (faces
+    that touch, also through others, share a group), each group in ``order``'s order."""
+    boxes = {i: footprint(shape, faces[i], models) for i in order}
+    parent = {i: i for i in order}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a in order:
+        for b in order:
+            if a < b:
+                (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes[a], boxes[b]
+                if ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1:
+                    parent[root(a)] = root(b)
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+_THREADS_LOCK = threading.Lock()  # torch's thread count is process-wide: one photo at a time may share it out
+
+
+def _swap_apart(pixels: np.ndarray, groups: list[list[int]], faces: list[Face], models: SwapModels, run,
+                workers: int) -> np.ndarray:
+    """Run ``run(group, pixels)`` for each group in ``workers`` threads, each on the original photo, and put the
+    groups' footprints together. Groups do not touch, so each face sees exactly the pixels it would one by one:
+    the result is the same. Torch's threads are shared out among the workers meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups = sorted(groups, key=lambda g: -sum(faces[i].size ** 2 for i in g))  # the biggest work first
+    with _THREADS_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // workers))
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deid-faces") as pool:
+                outs = list(pool.map(lambda g: run(g, pixels), groups))
+        finally:
+            torch.set_num_threads(threads)
+    out = pixels.copy()
+    for g, o in zip(groups, outs):
+        for i in g:
+            x0, y0, x1, y1 = footprint(pixels.shape[:2], faces[i], models)
+            out[y0:y1, x0:x1] = o[y0:y1, x0:x1]
+    return out
 
 
 def is_selected(number: int, config: PhotoConfig) -> bool:

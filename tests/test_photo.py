@@ -126,3 +126,34 @@ def test_cli_photo_swap_with_poisson_blend(astronaut, tmp_path):
         assert not np.array_equal(np.asarray(im), astronaut)
     r = CliRunner().invoke(main, ["photo", str(src), "-o", str(tmp_path / "x.png"), "--blend", "feather"])
     assert r.exit_code != 0 and "feather" in r.output
+
+
+def test_faces_apart_are_swapped_in_threads_with_the_same_result(scene_720p, scene_720p_faces, tiny_swap_models):
+    """Faces whose regions do not touch are swapped side by side (one torch thread each); each sees exactly the
+    pixels it would one by one, so the photo and the report are the same as one face at a time on one thread."""
+    import torch
+
+    from deid.photo import _apart, footprint
+
+    img, faces = scene_720p.image, scene_720p_faces
+    groups = _apart(img.shape[:2], list(range(len(faces))), faces, tiny_swap_models)
+    assert len(groups) >= 3, "the scene's faces should be apart"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, one_rep = anonymize_faces(img, faces, PhotoConfig(workers=1), tiny_swap_models)
+        torch.set_num_threads(2)
+        two, two_rep = anonymize_faces(img, faces, PhotoConfig(workers=2), tiny_swap_models)
+        assert torch.get_num_threads() == 2, "thread count restored"
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(one, two)
+    assert [(o.method, o.swap.tries, o.swap.seed) for o in one_rep] == [(o.method, o.swap.tries, o.swap.seed)
+                                                                       for o in two_rep]
+    # every pixel a face changed lies inside its footprint
+    changed = np.argwhere(np.any(one != img, axis=2))
+    inside = np.zeros(img.shape[:2], bool)
+    for f in faces:
+        x0, y0, x1, y1 = footprint(img.shape[:2], f, tiny_swap_models)
+        inside[y0:y1, x0:x1] = True
+    assert len(changed) and inside[changed[:, 0], changed[:, 1]].all()

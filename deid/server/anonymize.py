@@ -158,8 +158,9 @@ def parse_options(fields: dict[str, str]) -> AnonymizeOptions:
 
 
 def photo_config(options: AnonymizeOptions) -> PhotoConfig:
-    """The ``PhotoConfig`` that ``deid photo`` builds from the same options (``ConfigError`` -> 422)."""
-    return PhotoConfig(mode=options.mode, only=parse_face_numbers(options.only), skip=parse_face_numbers(options.skip),
+    """The ``PhotoConfig`` that ``deid photo`` builds from the same options (``ConfigError`` -> 422); one face at a
+    time (``workers=1``): the server shares the CPU among requests, and torch's thread count is process-wide."""
+    return PhotoConfig(mode=options.mode, workers=1, only=parse_face_numbers(options.only), skip=parse_face_numbers(options.skip),
                        detect=DetectConfig(min_face=options.min_face, min_score=options.det_threshold),
                        swap=SwapConfig(seed=options.seed, key=options.key, psi=options.psi,
                                        threshold=options.threshold))
