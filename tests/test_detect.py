@@ -133,8 +133,10 @@ def test_heads_tilted_up_to_90_degrees_are_found_by_the_turned_passes(astronaut,
     assert len(found) == len(TILTED), "one detection per face, none on the background"
     errors = [eye_error(t, f) for t, f in zip(scene.faces, matches)]
     assert max(errors) < EYE_TOLERANCE, f"eye errors (fraction of inter-ocular distance): {np.round(errors, 3)}"
-    upright = detect_faces(scene.image, FaceDetector(DetectConfig(rotations=())))
-    assert sum(f is None for f in match_faces(scene.faces, upright)) >= 3, "upright alone should miss most of them"
+    # (the default thresholds' R-net bar lets the upright pass find some of them too, with poor landmarks, which the
+    # turned detections replace; facenet-pytorch's stock cascade upright alone misses them)
+    upright = detect_faces(scene.image, FaceDetector(DetectConfig(rotations=(), thresholds=(0.6, 0.7, 0.7))))
+    assert sum(f is None for f in match_faces(scene.faces, upright)) >= 2, "upright alone should miss them"
 
 
 def test_turned_passes_leave_upright_faces_as_they_were(scene_720p, scene_720p_faces):
@@ -148,7 +150,8 @@ def test_turned_passes_leave_upright_faces_as_they_were(scene_720p, scene_720p_f
 def test_turned_passes_in_a_thread_of_their_own_find_the_same_faces(astronaut, astronaut_face, face_detector,
                                                                     monkeypatch):
     """With more than one torch thread the turned passes run beside the upright ones; with one, after them: the
-    same faces either way (to float rounding, which depends on the thread count)."""
+    same faces either way (to float rounding, which depends on the thread count and can tip which of two
+    near-equal candidates NMS keeps: boxes within 2 % of the face size)."""
     import torch
 
     import deid.detect
@@ -169,4 +172,44 @@ def test_turned_passes_in_a_thread_of_their_own_find_the_same_faces(astronaut, a
     assert jobs == ["_rotated_passes"]  # only the two-thread run used the worker
     assert len(runs[0]) == len(runs[1]) == len(TILTED)
     for a, b in zip(*runs):
-        assert np.abs(a.box - b.box).max() < 0.5 and np.abs(a.landmarks - b.landmarks).max() < 0.5
+        assert np.abs(a.box - b.box).max() < 0.02 * a.size and np.abs(a.landmarks - b.landmarks).max() < 0.02 * a.size
+
+
+def _draw_masks(image: np.ndarray, faces: list[Face], colour: tuple[int, int, int]) -> np.ndarray:
+    """A flat face mask drawn over each face, from just under the eyes (0.3 eye distances) to below the chin."""
+    import cv2
+
+    out = image.copy()
+    for f in faces:
+        (le, re, _, lm, rm), iod = f.landmarks, f.inter_ocular
+        top, chin = (le[1] + re[1]) / 2 + 0.3 * iod, (lm[1] + rm[1]) / 2 + 0.75 * iod
+        pts = [[le[0] - 0.6 * iod, top], [re[0] + 0.6 * iod, top], [rm[0] + 0.55 * iod, chin - 0.3 * iod],
+               [(lm[0] + rm[0]) / 2, chin], [lm[0] - 0.55 * iod, chin - 0.3 * iod]]
+        cv2.fillPoly(out, [np.array(pts, np.int32)], colour)
+    return out
+
+
+def test_masked_faces_that_mtcnns_stock_thresholds_drop_are_found():
+    """Faces with the lower half covered: R-net (at facenet-pytorch's 0.7) drops some that O-net itself scores
+    >= 0.9; the default thresholds find every face the stock ones find, and more (the group sample, white and dark
+    masks; the final bar, min_score, is the same for both)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    photo = np.asarray(Image.open(Path(__file__).parents[1] / "samples" / "group.jpg").convert("RGB"))
+    stock = FaceDetector(DetectConfig(thresholds=(0.6, 0.7, 0.7), rotations=()))
+    default = FaceDetector(DetectConfig(rotations=()))
+    faces = detect_faces(photo, stock)
+    assert len(faces) == 9
+    gained = 0
+    for colour in ((235, 235, 235), (30, 30, 30)):
+        masked = _draw_masks(photo, faces, colour)
+        a, b = detect_faces(masked, stock), detect_faces(masked, default)
+        assert all(f.score >= 0.9 for f in b)
+        assert len(a) < len(faces)  # the masks do hide faces from the stock cascade
+        centres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in b])
+        for f in a:  # every face found by the stock thresholds is still found
+            assert np.linalg.norm(centres - (f.box[:2] + f.box[2:]) / 2, axis=1).min() < 0.35 * f.size
+        gained += len(b) - len(a)
+    assert gained >= 2

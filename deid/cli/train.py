@@ -35,8 +35,10 @@ def prepare(src: Path, out: Path, resolution: int, template: str, limit: int | N
     from ..device import resolve_device
     from ..train.data import prepare_faces
 
-    # the training crops are 200x200 portraits: one face, at least 40 px, no tiling needed
-    det = FaceDetector(DetectConfig(min_face=40, tile=0, rotations=()), device=resolve_device(device))
+    # the training crops are 200x200 portraits: one face, at least 40 px, no tiling needed; MTCNN's own thresholds,
+    # with which the shipped models' training crops were prepared
+    det = FaceDetector(DetectConfig(min_face=40, tile=0, rotations=(), thresholds=(0.6, 0.7, 0.7)),
+                       device=resolve_device(device))
     bar = tqdm(total=0, unit="img", desc="prepare", dynamic_ncols=True)
 
     def progress(done: int, total: int) -> None:
