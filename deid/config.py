@@ -166,8 +166,9 @@ class DetectConfig:
     # whose lower half is covered, which O-net itself then scores >= 0.9. On 80 held-out UTKFace faces with a drawn
     # mask (nose to chin) on a plain 640x480 background (session 8): found at 80 px 0.36 -> 0.49, at 40 px
     # 0.29 -> 0.40; unmasked 1.00 both; no detection on 19 scikit-image photos without faces, the same faces on the
-    # samples and the benchmark scenes; detection ~20 % slower (1080p, 2 threads: 0.97 -> 1.17 s). Lower P-net thresholds found hardly more and cost
-    # more; (0.4, 0.2, 0.7) found a false face on a texture at 0.95. The final bar (min_score) is unchanged
+    # samples and the benchmark scenes; detection ~20 % slower (1080p, 2 threads: 0.97 -> 1.17 s). Lower P-net
+    # thresholds found hardly more and cost more; (0.4, 0.2, 0.7) found a false face on a texture at 0.95. The final
+    # bar (min_score) is unchanged
     thresholds: tuple[float, float, float] = (0.5, 0.3, 0.7)
     min_score: float = 0.9  # drop final detections scoring below this
     max_size: int = 1920  # longer side of the working image for the whole-image pass; larger photos are shrunk
