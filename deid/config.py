@@ -157,14 +157,17 @@ class TrainConfig:
             _check(p in ("color", "translation", "cutout"), f"unknown augmentation {p!r}")
 
 
+MTCNN_STOCK_THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's own P-, R- and O-net thresholds (training-crop prep)
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """Face detection (MTCNN from facenet-pytorch) over photos of any size."""
 
     min_face: int = 16  # smallest face to find, in original-image pixels (box side)
-    # MTCNN P-, R- and O-net score thresholds. facenet-pytorch's (0.6, 0.7, 0.7) let the first two nets drop faces
-    # whose lower half is covered, which O-net itself then scores >= 0.9. On 80 held-out UTKFace faces with a drawn
-    # mask (nose to chin) on a plain 640x480 background (session 8): found at 80 px 0.36 -> 0.49, at 40 px
+    # MTCNN P-, R- and O-net score thresholds. facenet-pytorch's (MTCNN_STOCK_THRESHOLDS) let the first two nets
+    # drop faces whose lower half is covered, which O-net itself then scores >= 0.9. On 80 held-out UTKFace faces with
+    # a drawn mask (nose to chin) on a plain 640x480 background (session 8): found at 80 px 0.36 -> 0.49, at 40 px
     # 0.29 -> 0.40; unmasked 1.00 both; no detection on 19 scikit-image photos without faces, the same faces on the
     # samples and the benchmark scenes; detection ~20 % slower (1080p, 2 threads: 0.97 -> 1.17 s). Lower P-net
     # thresholds found hardly more and cost more; (0.4, 0.2, 0.7) found a false face on a texture at 0.95. The final

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import compose_scene, eye_error, match_faces, noisy_background
 
-from deid.config import DetectConfig
+from deid.config import MTCNN_STOCK_THRESHOLDS, DetectConfig
 from deid.detect import FaceDetector, detect_faces
 from deid.errors import ConfigError
 from deid.types import Face
@@ -135,7 +135,7 @@ def test_heads_tilted_up_to_90_degrees_are_found_by_the_turned_passes(astronaut,
     assert max(errors) < EYE_TOLERANCE, f"eye errors (fraction of inter-ocular distance): {np.round(errors, 3)}"
     # (the default thresholds' R-net bar lets the upright pass find some of them too, with poor landmarks, which the
     # turned detections replace; facenet-pytorch's stock cascade upright alone misses them)
-    upright = detect_faces(scene.image, FaceDetector(DetectConfig(rotations=(), thresholds=(0.6, 0.7, 0.7))))
+    upright = detect_faces(scene.image, FaceDetector(DetectConfig(rotations=(), thresholds=MTCNN_STOCK_THRESHOLDS)))
     assert sum(f is None for f in match_faces(scene.faces, upright)) >= 2, "upright alone should miss them"
 
 
@@ -198,7 +198,7 @@ def test_masked_faces_that_mtcnns_stock_thresholds_drop_are_found():
     from PIL import Image
 
     photo = np.asarray(Image.open(Path(__file__).parents[1] / "samples" / "group.jpg").convert("RGB"))
-    stock = FaceDetector(DetectConfig(thresholds=(0.6, 0.7, 0.7), rotations=()))
+    stock = FaceDetector(DetectConfig(thresholds=MTCNN_STOCK_THRESHOLDS, rotations=()))
     default = FaceDetector(DetectConfig(rotations=()))
     faces = detect_faces(photo, stock)
     assert len(faces) == 9

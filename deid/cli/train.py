@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..config import DetectConfig, GeneratorConfig, TrainConfig
+from ..config import MTCNN_STOCK_THRESHOLDS, DetectConfig, GeneratorConfig, TrainConfig
 
 
 @click.group()
@@ -37,7 +37,7 @@ def prepare(src: Path, out: Path, resolution: int, template: str, limit: int | N
 
     # the training crops are 200x200 portraits: one face, at least 40 px, no tiling needed; MTCNN's own thresholds,
     # with which the shipped models' training crops were prepared
-    det = FaceDetector(DetectConfig(min_face=40, tile=0, rotations=(), thresholds=(0.6, 0.7, 0.7)),
+    det = FaceDetector(DetectConfig(min_face=40, tile=0, rotations=(), thresholds=MTCNN_STOCK_THRESHOLDS),
                        device=resolve_device(device))
     bar = tqdm(total=0, unit="img", desc="prepare", dynamic_ncols=True)
 
