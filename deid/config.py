@@ -336,6 +336,14 @@ class SwapConfig:
     # than 0.6), so no new child face passes the guard; they are pixelated
     retry_keep_layers: str | None = None
     fallback: str = "pixelate"  # what a face that cannot be swapped convincingly gets: blur, pixelate or solid
+    # faces whose head is turned further than this (Face.turn: nose offset over half the eye distance) get the
+    # fallback without a try: the default generator, trained on mostly frontal UTKFace faces, draws no head turned
+    # beyond ~0.5, so the pasted face no longer fits the head. 120 held-out faces aged 13+ (session 9, one-off
+    # script): landmark error of the swapped face (re-detected, / eye distance), median by |turn|: 0-0.2 0.085,
+    # 0.2-0.4 0.097, 0.4-0.6 0.113, 0.6-0.8 0.115, 0.8-1.0 0.164, > 1.0 0.267 (the swapped faces' own turn stays
+    # at ~0.5), and by eye most swaps beyond 0.8 show doubled features. 3.2 % of 1,496 UTKFace faces turn beyond
+    # 0.8. 0 = swap whatever the turn (a generator trained on turned heads, e.g. FFHQ's, may take more)
+    max_turn: float = 0.8
     blend: str = "alpha"  # how the new face is pasted: "alpha" (feathered oval) or "poisson" (deid.blend)
 
     def __post_init__(self):
@@ -347,6 +355,7 @@ class SwapConfig:
         _check(self.candidates >= 1, "candidates must be >= 1")
         _check(self.fallback in ("blur", "pixelate", "solid"), "fallback must be blur, pixelate or solid")
         _check(self.blend in ("alpha", "poisson"), "blend must be alpha or poisson")
+        _check(self.max_turn >= 0, "max_turn must be >= 0 (0 = no limit)")
         _check(self.key is None or len(self.key) >= 8, "key must be at least 8 characters")
 
     def kept_rows(self, num_ws: int) -> tuple[int, ...]:

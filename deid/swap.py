@@ -12,7 +12,8 @@ try such faces are screened without the upscaler, and only a try that passes is 
 compares each result with the original, in batches of 1, 2, 4, 8 (``guard_batches``). Closer than
 ``threshold + margin``: the next try counts (the second half of the tries optionally with fewer original rows kept,
 ``retry_keep_layers``); after ``max_tries`` the face is obscured (``fallback``). No face that still matches is
-returned.
+returned. A face whose head is turned beyond ``max_turn`` gets the fallback without a try (the generator cannot
+draw it; ``Face.turn``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from .types import AlignedFace, Face, SwapResult
 
 __all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws",
            "face_labels", "label_vector", "ranked_identities", "Candidate", "paste_synthetic", "guard_tries",
-           "guard_batches", "first_unrecognisable", "will_upscale"]
+           "guard_batches", "first_unrecognisable", "will_upscale", "is_turned", "obscured"]
 
 
 @dataclass
@@ -368,6 +369,9 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     ws, head = encode_crop(models, aligned.image)
     female, age = face_labels(models, frame, face, head)
     original = judge.embed(frame, face.box)
+    if is_turned(face, config):  # the generator cannot draw this head: not convincing, so not tried
+        out, method, dist = obscured(frame, face, models, config, original)
+        return out, SwapResult(method, 0, dist, female, age, -1, reason="turned")
     seeds = [identity_seed(config, aligned.image, original, k, cluster=cluster)
              for k in range(max(config.candidates, config.max_tries))]
     tries = guard_tries(models, ws, face, (female, age), seeds, config)
@@ -377,11 +381,24 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
         female_after, age_after = face_labels(models, out, face)  # as read on the anonymised face
         return out, SwapResult("swap", attempt, dist, female, age, cand.seed,
                                female_after=female_after, age_after=age_after)
-    method = config.fallback
+    out, method, dist = obscured(frame, face, models, config, original)
+    return out, SwapResult(method, attempt, dist, female, age, -1, reason="guard")
+
+
+def is_turned(face: Face, config: SwapConfig) -> bool:
+    """Whether the head is turned further than ``config.max_turn`` (``Face.turn``), so it gets the fallback."""
+    return config.max_turn > 0 and abs(face.turn) > config.max_turn
+
+
+def obscured(frame: np.ndarray, face: Face, models: SwapModels, config: SwapConfig,
+             original: np.ndarray) -> tuple[np.ndarray, str, float]:
+    """The face obscured with ``config.fallback``, or filled ("solid") when the judge still finds it within
+    ``threshold + margin`` of ``original`` (its descriptor): (new frame, method, identity distance)."""
+    judge, method = models.judge, config.fallback
     out = obscure_face(frame, face, method)
     dist = judge.distance(original, judge.embed(out, face.box))
     if dist < config.threshold + config.margin and method != "solid":  # still recognisable: cover it completely
         method = "solid"
         out = obscure_face(frame, face, method)
         dist = judge.distance(original, judge.embed(out, face.box))
-    return out, SwapResult(method, attempt, dist, female, age, -1)
+    return out, method, dist

@@ -38,6 +38,17 @@ class Face:
         """Distance between the eye centres in pixels."""
         return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
 
+    @property
+    def turn(self) -> float:
+        """How far the head is turned left or right (yaw), read off the landmarks: the nose tip's offset from the
+        eyes' midpoint along the eye line, over half the eye distance. About 0 for a frontal face, +-0.5 for a
+        three-quarter view; beyond +-1 the nose passes an eye (towards profile). Positive: the nose lies toward the
+        image-right eye."""
+        lm = self.landmarks.astype(np.float64)
+        v = lm[1] - lm[0]
+        iod = max(float(np.hypot(*v)), 1e-6)
+        return float(np.dot(lm[2] - (lm[0] + lm[1]) / 2, v / iod) / (iod / 2))
+
     def to_dict(self) -> dict:
         return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 4),
                 "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]}
@@ -77,12 +88,17 @@ class SwapResult:
     seed: int  # seed of the accepted identity; -1 when the face fell back
     female_after: float | None = None  # the same estimate on the anonymised face (None when it fell back)
     age_after: float | None = None
+    # why a face fell back: "guard" (every try stayed recognisable) or "turned" (head turned beyond
+    # SwapConfig.max_turn: not tried); "" for a swap
+    reason: str = ""
 
     def to_dict(self) -> dict:
         d = {"tries": self.tries, "identity_distance": round(self.distance, 4), "female": round(self.female, 3),
              "age": round(self.age, 1), "seed": self.seed}
         if self.female_after is not None and self.age_after is not None:
             d["after"] = {"female": round(self.female_after, 3), "age": round(self.age_after, 1)}
+        if self.reason:
+            d["fallback_reason"] = self.reason
         return d
 
 

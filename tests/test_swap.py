@@ -75,8 +75,53 @@ def test_guard_never_returns_a_matching_face(models, astronaut, astronaut_face):
 def test_guard_falls_back_when_no_identity_is_far_enough(models, astronaut, astronaut_face):
     out, res = swap_face(astronaut, astronaut_face, models, SwapConfig(threshold=5.0, max_tries=2))
     assert res.tries == 2 and res.method in ("pixelate", "solid") and res.seed == -1
+    assert res.reason == "guard" and res.to_dict()["fallback_reason"] == "guard"
     assert not np.array_equal(out, astronaut)
     assert 0 <= res.female <= 1 and res.age >= 0
+
+
+@pytest.fixture(scope="module")
+def cameraman(face_detector):
+    """scikit-image's ``camera`` photo (public domain) as RGB, and its one face: a head turned almost to profile."""
+    import skimage
+
+    from deid.detect import detect_faces
+
+    img = np.repeat(skimage.data.camera()[:, :, None], 3, axis=2)
+    faces = detect_faces(img, face_detector)
+    assert len(faces) == 1
+    return img, faces[0]
+
+
+def test_turn_reads_how_far_the_head_is_turned(astronaut, astronaut_face, cameraman, face_detector):
+    from deid.detect import detect_faces
+    from deid.types import Face
+
+    assert abs(astronaut_face.turn) < 0.2  # a frontal portrait
+    assert abs(cameraman[1].turn) > 1.0  # looking into his camera, nose past the far eye
+    flipped = detect_faces(np.ascontiguousarray(cameraman[0][:, ::-1]), face_detector)[0]
+    assert flipped.turn < -0.8  # mirrored: turned the other way
+    eyes = [[0, 0], [10, 0]]
+    for nose_x, turn in ((5, 0.0), (10, 1.0), (2.5, -0.5)):
+        face = Face(np.array([-5, -5, 15, 20]), 0.99, np.array(eyes + [[nose_x, 6], [1, 12], [9, 12]]))
+        assert face.turn == pytest.approx(turn)
+
+
+def test_turned_heads_get_the_fallback_without_a_try(models, cameraman):
+    img, face = cameraman
+    out, res = swap_face(img, face, models, SwapConfig())
+    assert res.method in ("pixelate", "solid") and res.reason == "turned" and res.tries == 0 and res.seed == -1
+    assert res.to_dict()["fallback_reason"] == "turned" and 0 <= res.female <= 1  # attributes still reported
+    x0, y0, x1, y1 = face.box.astype(int)
+    assert np.abs(out[y0:y1, x0:x1].astype(int) - img[y0:y1, x0:x1]).mean() > 10  # obscured, not left
+    judge = models.judge
+    assert judge.distance(judge.embed(img, face.box), judge.embed(out, face.box)) == pytest.approx(res.distance, abs=1e-6)
+    # the limit is the config's: above the head's turn, or 0 (no limit), the swap is tried
+    for limit in (0.0, abs(face.turn) + 0.1):
+        _, res = swap_face(img, face, models, SwapConfig(max_turn=limit, max_tries=1))
+        assert res.tries == 1 and res.reason != "turned"
+    with pytest.raises(ConfigError, match="max_turn"):
+        SwapConfig(max_turn=-0.5)
 
 
 def test_photo_swap_mode_reports_every_face(models, scene_720p, scene_720p_faces):

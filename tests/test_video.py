@@ -345,6 +345,42 @@ def test_missed_detection_blurs_the_tracked_face_instead_of_leaving_it(clip, det
             assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i} left as it was"
 
 
+def test_turned_heads_are_obscured_with_hysteresis(clip, detector, swap_models, tmp_path):
+    """The clip's second face is scikit-image's cameraman, mirrored: a head turned near profile (Face.turn ~ -0.9).
+    Its frames are obscured as turned; with the limit lifted it goes the small-face way instead (obscured, not
+    tried, either way). A track's turn must come back TURN_HYSTERESIS inside the limit before it counts as frontal."""
+    from deid.config import SwapConfig
+    from deid.video import TURN_HYSTERESIS, VideoReport, _Anonymizer
+
+    out = tmp_path / "turned.mp4"
+    rep = anonymize_video(clip.path, out, detector=detector, config=VideoConfig(detect_every=3), models=swap_models)
+    turned = [t for t in rep.tracks if t.turned]
+    assert len(turned) == 1 and turned[0].first_frame > 0 and turned[0].tries == 0
+    assert turned[0].method in ("pixelate", "solid") and rep.turned_face_frames == turned[0].turned >= 10
+    assert rep.to_dict()["turned_face_frames"] == rep.turned_face_frames and rep.to_dict()["tracks"][1]["turned"] >= 0
+    src, dst = list(read_frames(clip.path)), list(read_frames(out))
+    for i, boxes in enumerate(clip.boxes):
+        for j, box in boxes:
+            assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i}: face {j} left as it was"
+    lifted = VideoConfig(detect_every=3, photo=PhotoConfig(swap=SwapConfig(max_turn=0)))
+    rep = anonymize_video(clip.path, tmp_path / "lifted.mp4", detector=detector, config=lifted, models=swap_models)
+    assert rep.turned_face_frames == 0 and all(t.turned == 0 for t in rep.tracks)
+
+    anon = _Anonymizer(VideoConfig(), swap_models, VideoReport("a", "b", probe_video(clip.path)))
+    limit = SwapConfig().max_turn
+
+    def face(turn: float) -> Face:
+        return Face(np.array([0, 0, 20, 25]), 0.99, np.array([[0, 0], [10, 0], [5 + 5 * turn, 6], [1, 12], [9, 12]]))
+
+    seen = []
+    for turn in (0.0, limit + 0.05, limit - TURN_HYSTERESIS / 2, limit - TURN_HYSTERESIS * 1.5, limit - 0.05):
+        turned = anon._is_turned(7, face(turn))
+        if turned:  # as _face does: the turn is obscured
+            anon.turned_modes.setdefault(7, "pixelate")
+        seen.append(turned)
+    assert seen == [False, True, True, False, False]
+
+
 def test_plan_single_file_output_or_folder(tmp_path):
     from deid.video import plan_video_outputs
 

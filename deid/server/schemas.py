@@ -170,6 +170,10 @@ class AnonymizeOptions(BaseModel):
         0.6, gt=0.0, le=10.0,
         description="Identity guard: a swapped face must be at least this far from the original (dlib distance; "
                     "0.6 = same person); otherwise another identity is tried, then the face is pixelated.")
+    max_turn: float = Field(
+        0.8, ge=0.0, le=10.0,
+        description="Faces turned further than this (nose offset from the eyes' midpoint over half the eye distance; "
+                    "~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit (mode swap).")
     min_face: int = Field(16, ge=4, le=100_000, description="Smallest face to find, in pixels (box side).")
     det_threshold: float = Field(0.9, ge=0.0, lt=1.0, description="Minimum detection score, in [0, 1).")
 
