@@ -12,8 +12,9 @@ try such faces are screened without the upscaler, and only a try that passes is 
 compares each result with the original, in batches of 1, 2, 4, 8 (``guard_batches``). Closer than
 ``threshold + margin``: the next try counts (the second half of the tries optionally with fewer original rows kept,
 ``retry_keep_layers``); after ``max_tries`` the face is obscured (``fallback``). No face that still matches is
-returned. A face whose head is turned beyond ``max_turn`` gets the fallback without a try (the generator cannot
-draw it; ``Face.turn``).
+returned. A face whose head is turned beyond ``max_turn`` (``Face.turn``: the generator cannot draw it) or whose lower
+half looks covered (``max_cover_contrast``, ``deid.occlusion``: a mask derails the encoder, and a new face would
+unmask the person) gets the fallback without a try.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ from .labels import decode_age, encode_labels
 from .nets.encoder import Encoder
 from .nets.generator import Generator
 from .obscure import obscure_face
+from .occlusion import lower_face_contrast
 from .superres import DEFAULT_SUPERRES, FaceUpscaler, needs_upscale
 from .types import AlignedFace, Face, SwapResult
 
 __all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws",
            "face_labels", "label_vector", "ranked_identities", "Candidate", "paste_synthetic", "guard_tries",
-           "guard_batches", "first_unrecognisable", "will_upscale", "is_turned", "obscured"]
+           "guard_batches", "first_unrecognisable", "will_upscale", "is_turned", "is_covered", "unswappable",
+           "obscured"]
 
 
 @dataclass
@@ -369,9 +372,10 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     ws, head = encode_crop(models, aligned.image)
     female, age = face_labels(models, frame, face, head)
     original = judge.embed(frame, face.box)
-    if is_turned(face, config):  # the generator cannot draw this head: not convincing, so not tried
+    reason = unswappable(frame, face, config)
+    if reason:  # a turned head or a covered face: no convincing swap, so none is tried
         out, method, dist = obscured(frame, face, models, config, original)
-        return out, SwapResult(method, 0, dist, female, age, -1, reason="turned")
+        return out, SwapResult(method, 0, dist, female, age, -1, reason=reason)
     seeds = [identity_seed(config, aligned.image, original, k, cluster=cluster)
              for k in range(max(config.candidates, config.max_tries))]
     tries = guard_tries(models, ws, face, (female, age), seeds, config)
@@ -388,6 +392,21 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
 def is_turned(face: Face, config: SwapConfig) -> bool:
     """Whether the head is turned further than ``config.max_turn`` (``Face.turn``), so it gets the fallback."""
     return config.max_turn > 0 and abs(face.turn) > config.max_turn
+
+
+def is_covered(frame: np.ndarray, face: Face, config: SwapConfig) -> bool:
+    """Whether the lower half of the face looks covered (``deid.occlusion.lower_face_contrast`` above
+    ``config.max_cover_contrast``), so it gets the fallback."""
+    return config.max_cover_contrast > 0 and lower_face_contrast(frame, face) > config.max_cover_contrast
+
+
+def unswappable(frame: np.ndarray, face: Face, config: SwapConfig) -> str:
+    """Why the face gets the fallback without a try: "turned", "covered", or "" (it can be swapped)."""
+    if is_turned(face, config):
+        return "turned"
+    if is_covered(frame, face, config):
+        return "covered"
+    return ""
 
 
 def obscured(frame: np.ndarray, face: Face, models: SwapModels, config: SwapConfig,

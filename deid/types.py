@@ -88,8 +88,9 @@ class SwapResult:
     seed: int  # seed of the accepted identity; -1 when the face fell back
     female_after: float | None = None  # the same estimate on the anonymised face (None when it fell back)
     age_after: float | None = None
-    # why a face fell back: "guard" (every try stayed recognisable) or "turned" (head turned beyond
-    # SwapConfig.max_turn: not tried); "" for a swap
+    # why a face fell back: "guard" (every try stayed recognisable), "turned" (head turned beyond
+    # SwapConfig.max_turn) or "covered" (lower half covered, SwapConfig.max_cover_contrast; neither is tried); "" for
+    # a swap
     reason: str = ""
 
     def to_dict(self) -> dict:

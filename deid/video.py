@@ -14,8 +14,8 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
   the identity rows of W+; the identity guard checks it then and again every ``guard_every`` frames, with a margin
   over the threshold, and a track that still looks like the original falls back to ``SwapConfig.fallback`` for the
   rest of the video. Tracks that start under ``SMALL_FACE`` pixels are obscured, not swapped. Frames where the
-  head is turned beyond ``SwapConfig.max_turn`` are obscured (the generator cannot draw it); the track's synthetic
-  person comes back when the head turns back (with ``TURN_HYSTERESIS``).
+  head is turned beyond ``SwapConfig.max_turn`` or the lower face looks covered (``max_cover_contrast``, a mask)
+  are obscured; the track's synthetic person comes back when the face can be swapped again (with hysteresis).
 * **No flicker, no jitter.** Landmarks are One-Euro filtered (``deid.track``) before alignment; the kept W+ rows
   (pose, lighting) are a running average over frames; noise is constant; grain follows the frame.
 """
@@ -39,6 +39,7 @@ from .detect import FaceDetector, detect_faces
 from .io.images import check_output_path
 from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
 from .obscure import obscure_face
+from .occlusion import lower_face_contrast
 from .swap import (SwapModels, encode_crop, face_labels, first_unrecognisable, guard_tries, identity_seed,
                    paste_synthetic, render_ws)
 from .track import FaceTracker, TrackedFace, backtrack
@@ -51,6 +52,7 @@ GUARD_MARGIN_SMALL = 0.1  # faces under SMALL_FACE pixels (tracks that grow from
 GUARD_MARGIN = 0.05
 SMALL_FACE = 80  # a track that starts smaller than this (box side, px) is obscured, not swapped
 TURN_HYSTERESIS = 0.1  # a turned track is swapped again once Face.turn is this far back inside SwapConfig.max_turn
+COVER_HYSTERESIS = 0.8  # ... and a covered one once the lower-face contrast is under this share of its limit
 
 __all__ = ["TrackReport", "VideoReport", "anonymize_video", "plan_video_outputs", "report_path"]
 
@@ -67,6 +69,7 @@ class TrackReport:
     backfilled: int = 0  # frames before its first detection, recovered by backward flow
     uncertain: int = 0  # frames blurred because the position was uncertain
     turned: int = 0  # frames obscured because the head was turned beyond SwapConfig.max_turn
+    covered: int = 0  # frames obscured because the lower face looked covered (SwapConfig.max_cover_contrast)
     method: str = ""  # "swap", or the mode used (blur/pixelate/solid; a swap's fallback after the guard)
     seed: int = -1  # identity seed of the synthetic person; -1 when not swapped
     tries: int = 0  # identities tried at the start
@@ -79,7 +82,8 @@ class TrackReport:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("track_id", "first_frame", "last_frame", "frames", "detected", "backfilled",
-                                            "uncertain", "turned", "method", "seed", "tries", "guard_checks", "fallback_frame")}
+                                            "uncertain", "turned", "covered",
+                                            "method", "seed", "tries", "guard_checks", "fallback_frame")}
         for k in ("female", "age", "min_identity_distance"):
             v = getattr(self, k)
             d[k] = None if math.isnan(v) else round(float(v), 4)
@@ -100,6 +104,7 @@ class VideoReport:
     uncertain_face_frames: int = 0  # of which blurred for an uncertain position
     fallback_face_frames: int = 0  # of which obscured because the swap's guard rejected it
     turned_face_frames: int = 0  # of which obscured because the head was turned beyond SwapConfig.max_turn
+    covered_face_frames: int = 0  # of which obscured because the lower face looked covered (a mask)
     tracks: list[TrackReport] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -114,7 +119,7 @@ class VideoReport:
                 "detection_frames": self.detection_frames, "frames_with_faces": self.frames_with_faces,
                 "face_frames": self.face_frames, "uncertain_face_frames": self.uncertain_face_frames,
                 "fallback_face_frames": self.fallback_face_frames, "turned_face_frames": self.turned_face_frames,
-                "processing_fps": round(self.fps, 2),
+                "covered_face_frames": self.covered_face_frames, "processing_fps": round(self.fps, 2),
                 "tracks": [t.to_dict() for t in self.tracks],
                 "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()}, "warnings": self.warnings}
 
@@ -240,7 +245,8 @@ class _Anonymizer:
         self.cfg, self.models, self.report = config, models, report
         self.swap_cfg = config.photo.swap
         self.states: dict[int, _SwapState | str] = {}  # track -> swap state, or the obscure mode it fell back to
-        self.turned_modes: dict[int, str] = {}  # tracks turned beyond SwapConfig.max_turn now -> their obscure mode
+        # tracks that cannot be swapped now (turned or covered: _unswappable) -> the obscure mode they get meanwhile
+        self.unswappable_modes: dict[int, str] = {}
         self.tracks: dict[int, TrackReport] = {}
 
     def _track(self, track_id: int, index: int) -> TrackReport:
@@ -277,10 +283,15 @@ class _Anonymizer:
         if mode != "swap":
             tr.method = mode
             return obscure_face(out, _union(face, raw), mode, scale=scale)
-        if self._is_turned(track_id, face):
-            tr.turned += 1
-            self.report.turned_face_frames += 1
-            return self._turned(out, track_id, face, raw, tr)
+        why = self._unswappable(track_id, frame.pixels, face)
+        if why:
+            if why == "turned":
+                tr.turned += 1
+                self.report.turned_face_frames += 1
+            else:
+                tr.covered += 1
+                self.report.covered_face_frames += 1
+            return self._obscure_unswappable(out, track_id, face, raw, tr)
         state = self.states.get(track_id)
         if state is None:
             out, state = self._start(out, frame, face, tr)
@@ -299,31 +310,37 @@ class _Anonymizer:
             return result
         return self._swap(out, frame, face, raw, state, tr, track_id)
 
-    def _is_turned(self, track_id: int, face: Face) -> bool:
-        """Whether the track's head is turned beyond ``SwapConfig.max_turn`` (``deid.swap.is_turned``), with
-        hysteresis: a turned track counts as turned until it comes back ``TURN_HYSTERESIS`` inside the limit, so a
-        head near the limit does not flip between swapped and obscured from frame to frame."""
-        limit = self.swap_cfg.max_turn
-        if not limit:
-            return False
-        was = track_id in self.turned_modes
-        turned = abs(face.turn) > (limit - TURN_HYSTERESIS if was else limit)
-        if was and not turned:
-            del self.turned_modes[track_id]
-        return turned
+    def _unswappable(self, track_id: int, pixels: np.ndarray, face: Face) -> str:
+        """Why the track's face cannot be swapped in this frame: "turned" (``SwapConfig.max_turn``), "covered"
+        (``SwapConfig.max_cover_contrast``, measured on the original ``pixels``) or "". With hysteresis: a track in
+        that state stays in it until its turn is ``TURN_HYSTERESIS`` inside the limit and its contrast
+        ``COVER_HYSTERESIS`` of the limit, so a face near a limit does not flip between swapped and obscured from
+        frame to frame."""
+        cfg = self.swap_cfg
+        was = track_id in self.unswappable_modes
+        why = ""
+        if cfg.max_turn and abs(face.turn) > cfg.max_turn - (TURN_HYSTERESIS if was else 0):
+            why = "turned"
+        elif cfg.max_cover_contrast and (lower_face_contrast(pixels, face)
+                                         > cfg.max_cover_contrast * (COVER_HYSTERESIS if was else 1)):
+            why = "covered"
+        if was and not why:
+            del self.unswappable_modes[track_id]
+        return why
 
-    def _turned(self, out: np.ndarray, track_id: int, face: Face, raw: Face, tr: TrackReport) -> np.ndarray:
-        """A frame of a turned head: obscured with the fallback; as in photos, on the first frame of each turn the
-        judge checks the obscured face, and a face it still recognises is filled for the rest of the turn."""
+    def _obscure_unswappable(self, out: np.ndarray, track_id: int, face: Face, raw: Face,
+                             tr: TrackReport) -> np.ndarray:
+        """A frame of a turned or covered face: obscured with the fallback; as in photos, on the first frame of each
+        such stretch the judge checks the obscured face, and a face it still recognises is filled for the rest of it."""
         scale = self.cfg.photo.obscure_scale
-        mode = self.turned_modes.get(track_id)
+        mode = self.unswappable_modes.get(track_id)
         if mode is None:
             mode = self.swap_cfg.fallback
             result = obscure_face(out, _union(face, raw), mode, scale=scale)
             if mode != "solid" and self._recognisable(out, result, face):
                 mode = "solid"
-            self.turned_modes[track_id] = mode
-            tr.method = tr.method or mode  # a track seen only turned reports the mode it got
+            self.unswappable_modes[track_id] = mode
+            tr.method = tr.method or mode  # a track never swappable reports the mode it got
         return obscure_face(out, _union(face, raw), mode, scale=scale)
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import compose_scene, eye_error, match_faces, noisy_background
+from conftest import compose_scene, draw_masks, eye_error, match_faces, noisy_background
 
 from deid.config import MTCNN_STOCK_THRESHOLDS, DetectConfig
 from deid.detect import FaceDetector, detect_faces
@@ -175,20 +175,6 @@ def test_turned_passes_in_a_thread_of_their_own_find_the_same_faces(astronaut, a
         assert np.abs(a.box - b.box).max() < 0.02 * a.size and np.abs(a.landmarks - b.landmarks).max() < 0.02 * a.size
 
 
-def _draw_masks(image: np.ndarray, faces: list[Face], colour: tuple[int, int, int]) -> np.ndarray:
-    """A flat face mask drawn over each face, from just under the eyes (0.3 eye distances) to below the chin."""
-    import cv2
-
-    out = image.copy()
-    for f in faces:
-        (le, re, _, lm, rm), iod = f.landmarks, f.inter_ocular
-        top, chin = (le[1] + re[1]) / 2 + 0.3 * iod, (lm[1] + rm[1]) / 2 + 0.75 * iod
-        pts = [[le[0] - 0.6 * iod, top], [re[0] + 0.6 * iod, top], [rm[0] + 0.55 * iod, chin - 0.3 * iod],
-               [(lm[0] + rm[0]) / 2, chin], [lm[0] - 0.55 * iod, chin - 0.3 * iod]]
-        cv2.fillPoly(out, [np.array(pts, np.int32)], colour)
-    return out
-
-
 def test_masked_faces_that_mtcnns_stock_thresholds_drop_are_found():
     """Faces with the lower half covered: R-net (at facenet-pytorch's 0.7) drops some that O-net itself scores
     >= 0.9; the default thresholds find every face the stock ones find, and more (the group sample, white and dark
@@ -204,7 +190,7 @@ def test_masked_faces_that_mtcnns_stock_thresholds_drop_are_found():
     assert len(faces) == 9
     gained = 0
     for colour in ((235, 235, 235), (30, 30, 30)):
-        masked = _draw_masks(photo, faces, colour)
+        masked = draw_masks(photo, faces, colour)
         a, b = detect_faces(masked, stock), detect_faces(masked, default)
         assert all(f.score >= 0.9 for f in b)
         assert len(a) < len(faces)  # the masks do hide faces from the stock cascade

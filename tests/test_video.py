@@ -372,13 +372,13 @@ def test_turned_heads_are_obscured_with_hysteresis(clip, detector, swap_models, 
     def face(turn: float) -> Face:
         return Face(np.array([0, 0, 20, 25]), 0.99, np.array([[0, 0], [10, 0], [5 + 5 * turn, 6], [1, 12], [9, 12]]))
 
-    seen = []
+    seen, pixels = [], np.full((40, 40, 3), 128, np.uint8)  # flat: nothing looks covered
     for turn in (0.0, limit + 0.05, limit - TURN_HYSTERESIS / 2, limit - TURN_HYSTERESIS * 1.5, limit - 0.05):
-        turned = anon._is_turned(7, face(turn))
-        if turned:  # as _face does: the turn is obscured
-            anon.turned_modes.setdefault(7, "pixelate")
-        seen.append(turned)
-    assert seen == [False, True, True, False, False]
+        why = anon._unswappable(7, pixels, face(turn))
+        if why:  # as _face does: the turn is obscured
+            anon.unswappable_modes.setdefault(7, "pixelate")
+        seen.append(why)
+    assert seen == ["", "turned", "turned", "", ""]
 
 
 def test_plan_single_file_output_or_folder(tmp_path):

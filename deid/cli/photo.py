@@ -42,6 +42,9 @@ def detect_config(min_face: int, det_threshold: float, upright_only: bool = Fals
 @click.option("--max-turn", default=SwapConfig.max_turn, show_default=True,
               help="Faces turned further than this (nose offset from the eyes' midpoint over half the eye distance; "
                    "~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit.")
+@click.option("--max-cover-contrast", default=SwapConfig.max_cover_contrast, show_default=True,
+              help="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, a scarf) are "
+                   "pixelated instead of swapped; 0 = no check.")
 @click.option("--seed", default=0, show_default=True, help="Base seed of the new identities.")
 @click.option("--key", default=None, help="Secret: the same person gets the same synthetic person across photos.")
 @click.option("--psi", default=0.7, show_default=True, help="Truncation of new identities (lower = more typical).")
@@ -56,7 +59,8 @@ def detect_config(min_face: int, det_threshold: float, upright_only: bool = Fals
 @click.option("--preview", type=click.Path(path_type=Path),
               help="Before|after sheet with numbered boxes: a PNG file (one photo) or a folder (several).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, threshold, max_turn, seed, key, psi, blend, generator, encoder,
+def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, threshold, max_turn, max_cover_contrast,
+          seed, key, psi, blend, generator, encoder,
           report, preview, device) -> None:
     """Anonymise every face in photos. Output keeps each photo's size and format; EXIF (GPS, serials, the
     thumbnail), XMP, IPTC and comments are removed, ICC profiles kept. Inputs are never modified.
@@ -76,7 +80,7 @@ def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, 
     cfg = PhotoConfig(mode=mode, only=_numbers(only), skip=_numbers(skip),
                       detect=detect_config(min_face, det_threshold, upright_only),
                       swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold, blend=blend,
-                                        max_turn=max_turn))
+                                        max_turn=max_turn, max_cover_contrast=max_cover_contrast))
     missing = [p for p in inputs if not p.exists()]
     pairs = plan_outputs([p for p in inputs if p.exists()], out)
     dev = resolve_device(device)

@@ -36,6 +36,9 @@ def _eta(seconds: float) -> str:
 @click.option("--max-turn", default=SwapConfig.max_turn, show_default=True,
               help="Faces turned further than this (nose offset from the eyes' midpoint over half the eye distance; "
                    "~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit.")
+@click.option("--max-cover-contrast", default=SwapConfig.max_cover_contrast, show_default=True,
+              help="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, a scarf) are "
+                   "pixelated instead of swapped; 0 = no check.")
 @click.option("--seed", default=0, show_default=True, help="Base seed of the new identities.")
 @click.option("--key", default=None, help="Secret: the same person tends to get the same synthetic person.")
 @click.option("--psi", default=0.7, show_default=True, help="Truncation of new identities (lower = more typical).")
@@ -49,7 +52,8 @@ def _eta(seconds: float) -> str:
               help="Its encoder (default: shipped models/deid64-encoder.safetensors).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = default).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only, threshold, max_turn, seed, key, psi, codec, crf, no_audio,
+def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only, threshold, max_turn,
+          max_cover_contrast, seed, key, psi, codec, crf, no_audio,
           force, generator, encoder, threads, device) -> None:
     """Anonymise every face in videos. Output keeps resolution, frame timing (variable too), rotation and audio.
     Inputs are never modified; a video whose output and report already exist is skipped (resume), unless --force.
@@ -74,7 +78,7 @@ def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only
         torch.set_num_threads(threads)
     cfg = VideoConfig(photo=PhotoConfig(mode=mode, detect=detect_config(min_face, det_threshold, upright_only),
                                         swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold,
-                                                        max_turn=max_turn)),
+                                                        max_turn=max_turn, max_cover_contrast=max_cover_contrast)),
                       detect_every=detect_every, codec=codec, crf=crf, audio=not no_audio)
     failed = 0
     for p in inputs:

@@ -163,7 +163,8 @@ def photo_config(options: AnonymizeOptions) -> PhotoConfig:
     return PhotoConfig(mode=options.mode, workers=1, only=parse_face_numbers(options.only), skip=parse_face_numbers(options.skip),
                        detect=DetectConfig(min_face=options.min_face, min_score=options.det_threshold),
                        swap=SwapConfig(seed=options.seed, key=options.key, psi=options.psi,
-                                       threshold=options.threshold, max_turn=options.max_turn))
+                                       threshold=options.threshold, max_turn=options.max_turn,
+                                       max_cover_contrast=options.max_cover_contrast))
 
 
 def _refuse(loc: tuple[str, ...], value: Any, msg: str) -> NoReturn:

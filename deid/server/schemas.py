@@ -174,6 +174,10 @@ class AnonymizeOptions(BaseModel):
         0.8, ge=0.0, le=10.0,
         description="Faces turned further than this (nose offset from the eyes' midpoint over half the eye distance; "
                     "~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit (mode swap).")
+    max_cover_contrast: float = Field(
+        25.0, ge=0.0, le=1000.0,
+        description="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, a scarf) "
+                    "are pixelated instead of swapped; 0 = no check (mode swap).")
     min_face: int = Field(16, ge=4, le=100_000, description="Smallest face to find, in pixels (box side).")
     det_threshold: float = Field(0.9, ge=0.0, lt=1.0, description="Minimum detection score, in [0, 1).")
 

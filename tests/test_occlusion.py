@@ -1,0 +1,57 @@
+"""Covered lower faces (masks): the measure that sends them to the fallback, and the swap's use of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import draw_masks
+from PIL import Image
+
+from deid.config import SwapConfig
+from deid.detect import detect_faces
+from deid.occlusion import lower_face_contrast
+from deid.swap import swap_face, unswappable
+
+MASKS = {"white": (235, 235, 235), "black": (30, 30, 30), "blue": (90, 140, 200), "light blue": (170, 200, 225)}
+
+
+@pytest.fixture(scope="module")
+def group(face_detector):
+    photo = np.asarray(Image.open(Path(__file__).parents[1] / "samples" / "group.jpg").convert("RGB"))
+    faces = detect_faces(photo, face_detector)
+    assert len(faces) == 9
+    return photo, faces
+
+
+def test_masks_raise_the_lower_face_contrast_and_bare_faces_stay_under_it(group):
+    photo, faces = group
+    limit = SwapConfig().max_cover_contrast
+    bare = [lower_face_contrast(photo, f) for f in faces]
+    assert max(bare) < 0.5 * limit and all(unswappable(photo, f, SwapConfig()) in ("", "turned") for f in faces)
+    frontal = [f for f in faces if abs(f.turn) < SwapConfig().max_turn]  # all but the cameraman
+    assert len(frontal) == 8
+    for name, colour in MASKS.items():
+        masked = draw_masks(photo, faces, colour)
+        values = [lower_face_contrast(masked, f) for f in frontal]
+        assert min(values) > limit, f"{name} mask: {values}"
+        assert all(unswappable(masked, f, SwapConfig()) == "covered" for f in frontal)
+        assert all(unswappable(masked, f, SwapConfig(max_cover_contrast=0)) == "" for f in frontal)  # 0 = off
+    # a face whose regions lie outside the photo measures 0, not an error
+    f = frontal[0]
+    shifted = type(f)(f.box - 5000, f.score, f.landmarks - 5000)
+    assert lower_face_contrast(photo, shifted) == 0.0
+
+
+def test_a_masked_face_gets_the_fallback_without_a_try(tiny_swap_models, astronaut, astronaut_face):
+    masked = draw_masks(astronaut, [astronaut_face], MASKS["light blue"])
+    out, res = swap_face(masked, astronaut_face, tiny_swap_models, SwapConfig())
+    assert res.method in ("pixelate", "solid") and res.reason == "covered" and res.tries == 0
+    assert res.to_dict()["fallback_reason"] == "covered"
+    x0, y0, x1, y1 = astronaut_face.box.astype(int)
+    assert np.abs(out[y0:y1, x0:x1].astype(int) - masked[y0:y1, x0:x1]).mean() > 10  # obscured, not left
+    _, res = swap_face(masked, astronaut_face, tiny_swap_models, SwapConfig(max_cover_contrast=0, max_tries=1))
+    assert res.tries == 1 and res.reason != "covered"
+    with pytest.raises(Exception, match="max_cover_contrast"):
+        SwapConfig(max_cover_contrast=-1)
