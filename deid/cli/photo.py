@@ -24,6 +24,16 @@ def detect_config(min_face: int, det_threshold: float, upright_only: bool = Fals
     return DetectConfig(min_face=min_face, min_score=det_threshold, rotations=() if upright_only else DetectConfig.rotations)
 
 
+
+def unswappable_options(command):
+    """``--max-turn`` and ``--max-cover-contrast`` (faces given the fallback without a try), for photo and video."""
+    command = click.option("--max-cover-contrast", default=SwapConfig.max_cover_contrast, show_default=True,
+                           help="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, "
+                                "a scarf) are pixelated instead of swapped; 0 = no check.")(command)
+    return click.option("--max-turn", default=SwapConfig.max_turn, show_default=True,
+                        help="Faces turned further than this (nose offset from the eyes' midpoint over half the eye "
+                             "distance; ~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit.")(command)
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
@@ -39,12 +49,7 @@ def detect_config(min_face: int, det_threshold: float, upright_only: bool = Fals
 @click.option("--threshold", default=0.6, show_default=True,
               help="Identity guard: a swapped face must be at least this far from the original (dlib distance; "
                    "0.6 = same person); otherwise another identity is tried, then the face is pixelated.")
-@click.option("--max-turn", default=SwapConfig.max_turn, show_default=True,
-              help="Faces turned further than this (nose offset from the eyes' midpoint over half the eye distance; "
-                   "~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit.")
-@click.option("--max-cover-contrast", default=SwapConfig.max_cover_contrast, show_default=True,
-              help="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, a scarf) are "
-                   "pixelated instead of swapped; 0 = no check.")
+@unswappable_options
 @click.option("--seed", default=0, show_default=True, help="Base seed of the new identities.")
 @click.option("--key", default=None, help="Secret: the same person gets the same synthetic person across photos.")
 @click.option("--psi", default=0.7, show_default=True, help="Truncation of new identities (lower = more typical).")

@@ -10,7 +10,7 @@ import click
 
 from ..config import PhotoConfig, SwapConfig, VideoConfig
 from ..errors import DeidError, InputError
-from .photo import detect_config
+from .photo import detect_config, unswappable_options
 
 
 def _eta(seconds: float) -> str:
@@ -33,12 +33,7 @@ def _eta(seconds: float) -> str:
               help="Skip the passes that look for heads tilted beyond ~35 degrees (faster; such faces may be missed).")
 @click.option("--threshold", default=0.6, show_default=True,
               help="Identity guard (dlib distance): a swapped track closer than this to the original is pixelated.")
-@click.option("--max-turn", default=SwapConfig.max_turn, show_default=True,
-              help="Faces turned further than this (nose offset from the eyes' midpoint over half the eye distance; "
-                   "~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit.")
-@click.option("--max-cover-contrast", default=SwapConfig.max_cover_contrast, show_default=True,
-              help="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, a scarf) are "
-                   "pixelated instead of swapped; 0 = no check.")
+@unswappable_options
 @click.option("--seed", default=0, show_default=True, help="Base seed of the new identities.")
 @click.option("--key", default=None, help="Secret: the same person tends to get the same synthetic person.")
 @click.option("--psi", default=0.7, show_default=True, help="Truncation of new identities (lower = more typical).")
