@@ -345,11 +345,12 @@ class SwapConfig:
     # 0.8. 0 = swap whatever the turn (a generator trained on turned heads, e.g. FFHQ's, may take more)
     max_turn: float = 0.8
     # faces whose lower half looks covered (a mask, a scarf, a hand) get the fallback without a try: the encoder
-    # derails on them and a pasted face would unmask the person (deid.occlusion). The measure: colour difference
-    # (CIE76) between the nose bridge and the cheeks + chin. 400 bare held-out faces (session 9): median 5.9, 95th
-    # percentile 19.5, 98th 23.1, above 25: 1.5 % (three with glasses, a full beard, a hand at the chin); the same
-    # faces with a flat mask drawn from under the eyes to the chin, found above 25: white 0.93, black 0.99, blue
-    # 1.00, grey 0.74 (of 75 / 93 / 101 / 91 masked faces the detector found). 0 = no check
+    # derails on them and a pasted face would unmask the person (deid.occlusion.lower_face_contrast: colour
+    # difference of the cheeks + chin from the nose bridge). 400 bare held-out faces (session 9): median 4.8, 95th
+    # percentile 18.0, 98th 22.3, above 25: 1.25 % (glasses, a full beard, a hand at the chin); the same faces
+    # with a flat mask drawn from under the eyes to the chin, above 25: white 1.00, black 1.00, blue 0.99, grey
+    # 0.91, light blue 0.92, off-white 0.91 (of the 75-106 masked faces per colour the detector found; skin-coloured
+    # masks are not caught). 0 = no check
     max_cover_contrast: float = 25.0
     blend: str = "alpha"  # how the new face is pasted: "alpha" (feathered oval) or "poisson" (deid.blend)
 

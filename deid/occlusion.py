@@ -7,9 +7,9 @@ the fallback instead (``SwapConfig.max_cover_contrast``).
 
 The test compares skin that a mask leaves visible with skin that it covers: the median CIELAB colour of the nose
 bridge between the eyes against that of the cheeks beside the nose and the chin below the mouth (medians: robust to
-a glasses bridge, lipstick, an open mouth). Measured on held-out UTKFace faces in
-384 px photos (``benchmarks/_heldout.py``; one-off script, session 9), bare and with a flat mask drawn from just under the eyes to the chin
-(``tests/test_detect.py::_draw_masks``): see ``SwapConfig.max_cover_contrast`` for the numbers.
+a glasses bridge, lipstick, an open mouth). Measured on held-out UTKFace faces in 384 px photos
+(``benchmarks/_heldout.py``; one-off script, session 9), bare and with a flat mask drawn from just under the eyes to
+the chin (``tests/conftest.py::draw_masks``): see ``SwapConfig.max_cover_contrast`` for the numbers.
 """
 
 from __future__ import annotations

@@ -368,14 +368,14 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     ``cluster``: the face's identity-cluster label, used with ``config.key`` (see ``identity_seed``); None = none.
     """
     G, judge = models.G, models.judge
+    original = judge.embed(frame, face.box)
+    reason = unswappable(frame, face, config)
+    if reason:  # a turned head or a covered face: no convincing swap, so none is tried (nor encoded)
+        out, method, dist = obscured(frame, face, models, config, original)
+        return out, SwapResult(method, 0, dist, *face_labels(models, frame, face), -1, reason=reason)
     aligned = align_face(frame, face, G.img_resolution, G.cfg.align_template)
     ws, head = encode_crop(models, aligned.image)
     female, age = face_labels(models, frame, face, head)
-    original = judge.embed(frame, face.box)
-    reason = unswappable(frame, face, config)
-    if reason:  # a turned head or a covered face: no convincing swap, so none is tried
-        out, method, dist = obscured(frame, face, models, config, original)
-        return out, SwapResult(method, 0, dist, female, age, -1, reason=reason)
     seeds = [identity_seed(config, aligned.image, original, k, cluster=cluster)
              for k in range(max(config.candidates, config.max_tries))]
     tries = guard_tries(models, ws, face, (female, age), seeds, config)

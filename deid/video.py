@@ -22,6 +22,7 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import queue
 import threading
@@ -39,9 +40,8 @@ from .detect import FaceDetector, detect_faces
 from .io.images import check_output_path
 from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
 from .obscure import obscure_face
-from .occlusion import lower_face_contrast
 from .swap import (SwapModels, encode_crop, face_labels, first_unrecognisable, guard_tries, identity_seed,
-                   paste_synthetic, render_ws)
+                   paste_synthetic, render_ws, unswappable)
 from .track import FaceTracker, TrackedFace, backtrack
 from .types import Face
 
@@ -245,6 +245,11 @@ class _Anonymizer:
         self.cfg, self.models, self.report = config, models, report
         self.swap_cfg = config.photo.swap
         self.states: dict[int, _SwapState | str] = {}  # track -> swap state, or the obscure mode it fell back to
+        # the limits a turned or covered track must come back inside before it is swapped again (hysteresis)
+        cfg = self.swap_cfg
+        self.back_cfg = dataclasses.replace(
+            cfg, max_turn=max(cfg.max_turn - TURN_HYSTERESIS, 1e-3) if cfg.max_turn else 0.0,
+            max_cover_contrast=cfg.max_cover_contrast * COVER_HYSTERESIS)
         # tracks that cannot be swapped now (turned or covered: _unswappable) -> the obscure mode they get meanwhile
         self.unswappable_modes: dict[int, str] = {}
         self.tracks: dict[int, TrackReport] = {}
@@ -311,19 +316,12 @@ class _Anonymizer:
         return self._swap(out, frame, face, raw, state, tr, track_id)
 
     def _unswappable(self, track_id: int, pixels: np.ndarray, face: Face) -> str:
-        """Why the track's face cannot be swapped in this frame: "turned" (``SwapConfig.max_turn``), "covered"
-        (``SwapConfig.max_cover_contrast``, measured on the original ``pixels``) or "". With hysteresis: a track in
-        that state stays in it until its turn is ``TURN_HYSTERESIS`` inside the limit and its contrast
-        ``COVER_HYSTERESIS`` of the limit, so a face near a limit does not flip between swapped and obscured from
-        frame to frame."""
-        cfg = self.swap_cfg
+        """Why the track's face cannot be swapped in this frame (``deid.swap.unswappable`` on the original
+        ``pixels``): "turned", "covered" or "". With hysteresis: a track in that state stays in it until its face
+        is back inside the stricter limits of ``self.back_cfg``, so a face near a limit does not flip between
+        swapped and obscured from frame to frame."""
         was = track_id in self.unswappable_modes
-        why = ""
-        if cfg.max_turn and abs(face.turn) > cfg.max_turn - (TURN_HYSTERESIS if was else 0):
-            why = "turned"
-        elif cfg.max_cover_contrast and (lower_face_contrast(pixels, face)
-                                         > cfg.max_cover_contrast * (COVER_HYSTERESIS if was else 1)):
-            why = "covered"
+        why = unswappable(pixels, face, self.back_cfg if was else self.swap_cfg)
         if was and not why:
             del self.unswappable_modes[track_id]
         return why

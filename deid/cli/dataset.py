@@ -14,9 +14,7 @@ from .photo import photo as _photo_command
 
 # Options taken over from ``deid photo`` (the same click objects: same flags, defaults, help and meaning).
 SHARED_PHOTO_OPTIONS = ("mode", "only", "skip", "min_face", "det_threshold", "upright_only", "threshold", "max_turn",
-                        "max_cover_contrast", "seed",
-                        "key", "psi",
-                        "generator", "encoder", "device")
+                        "max_cover_contrast", "seed", "key", "psi", "generator", "encoder", "device")
 
 
 def _with_photo_options(command: click.Command) -> click.Command:

@@ -24,7 +24,6 @@ def detect_config(min_face: int, det_threshold: float, upright_only: bool = Fals
     return DetectConfig(min_face=min_face, min_score=det_threshold, rotations=() if upright_only else DetectConfig.rotations)
 
 
-
 def unswappable_options(command):
     """``--max-turn`` and ``--max-cover-contrast`` (faces given the fallback without a try), for photo and video."""
     command = click.option("--max-cover-contrast", default=SwapConfig.max_cover_contrast, show_default=True,
@@ -33,6 +32,7 @@ def unswappable_options(command):
     return click.option("--max-turn", default=SwapConfig.max_turn, show_default=True,
                         help="Faces turned further than this (nose offset from the eyes' midpoint over half the eye "
                              "distance; ~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit.")(command)
+
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
