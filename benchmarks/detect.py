@@ -1,6 +1,7 @@
 """Face detection time and recall on composed photos of a few sizes.
 
-    python benchmarks/detect.py [--faces 8] [--runs 3] [--threads 1] [--tilt 20] [--upright-only] [--json out.json]
+    python benchmarks/detect.py [--faces 8] [--runs 3] [--threads 1] [--tilt 20] [--upright-only] [--no-border]
+                                [--json out.json]
 
 Each photo is a noisy neutral background with ``--faces`` copies of the face of scikit-image's public-domain
 ``astronaut`` photo, pasted on a grid at sizes from 20 px up to 200 px (less where the grid cell is smaller) and at
@@ -109,12 +110,15 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tilt", type=float, default=20.0, help="faces are pasted at angles spread over +-this (degrees)")
     ap.add_argument("--upright-only", action="store_true", help="no turned passes (DetectConfig.rotations = ())")
+    ap.add_argument("--no-border", action="store_true",
+                    help="no border passes for faces cut by the edge (DetectConfig.border_min_face = 0)")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = DetectConfig(rotations=()) if args.upright_only else DetectConfig()
+    config = DetectConfig(rotations=() if args.upright_only else DetectConfig.rotations,
+                          border_min_face=0 if args.no_border else DetectConfig.border_min_face)
     detector = FaceDetector(config, device=device)
     source = skimage.data.astronaut()
     reference = detect_faces(source, detector)[0]

@@ -186,11 +186,16 @@ class DetectConfig:
     rotations: tuple[float, ...] = (-50.0, 50.0)
     rotated_min_face: int = 48  # smallest face the turned passes look for (original-image px; they cost less so)
     rotated_min_score: float = 0.9  # score a turned detection needs in the upright crop that confirms it
+    # faces cut by the photo's edge (a selfie's neighbours, a crowd's rim): MTCNN misses most faces less than ~2/3
+    # inside. The border passes (deid.detect._border_passes) search strips along the edges mirrored outward, from
+    # faces of this size (original-image px) up; 0 = off
+    border_min_face: int = 40
 
     def __post_init__(self):
         _check(self.min_face >= 4, "min_face must be >= 4 pixels")
         _check(all(0 < abs(a) <= 180 for a in self.rotations), "rotations: angles in degrees, non-zero, within +-180")
         _check(self.rotated_min_face >= 12, "rotated_min_face must be >= 12 pixels")
+        _check(self.border_min_face == 0 or self.border_min_face >= 12, "border_min_face must be 0 or >= 12 pixels")
         _check(0 <= self.rotated_min_score < 1, "rotated_min_score must be in [0, 1)")
         _check(all(0 < t < 1 for t in self.thresholds) and len(self.thresholds) == 3, "thresholds: three values in (0, 1)")
         _check(0 <= self.min_score < 1, "min_score must be in [0, 1)")
@@ -352,6 +357,13 @@ class SwapConfig:
     # 0.91, light blue 0.92, off-white 0.91 (of the 75-106 masked faces per colour the detector found; skin-coloured
     # masks are not caught). 0 = no check
     max_cover_contrast: float = 25.0
+    # faces cut by the photo's edge, with more than this share of their box outside it, get the fallback without a
+    # try: the encoder sees the edge's pixels smeared over the missing part, and a whole new face cannot be pasted
+    # into half of one. Checked by eye (session 10, one-off script): 4 held-out adults at 160 px moved over the
+    # left edge, swapped with no limit: at 0.01-0.2 of the box outside all 9 swaps look right; at 0.26-0.34, 2 of
+    # 5 are dark, broken faces; the README group sample cropped through a face (0.45 outside) gave half a face
+    # with an eye on the cheek. 1 = swap whatever is cut
+    max_outside: float = 0.2
     blend: str = "alpha"  # how the new face is pasted: "alpha" (feathered oval) or "poisson" (deid.blend)
 
     def __post_init__(self):
@@ -365,6 +377,7 @@ class SwapConfig:
         _check(self.blend in ("alpha", "poisson"), "blend must be alpha or poisson")
         _check(self.max_turn >= 0, "max_turn must be >= 0 (0 = no limit)")
         _check(self.max_cover_contrast >= 0, "max_cover_contrast must be >= 0 (0 = no check)")
+        _check(0 <= self.max_outside <= 1, "max_outside must be in [0, 1] (1 = no check)")
         _check(self.key is None or len(self.key) >= 8, "key must be at least 8 characters")
 
     def kept_rows(self, num_ws: int) -> tuple[int, ...]:

@@ -14,7 +14,8 @@ compares each result with the original, in batches of 1, 2, 4, 8 (``guard_batche
 ``retry_keep_layers``); after ``max_tries`` the face is obscured (``fallback``). No face that still matches is
 returned. A face whose head is turned beyond ``max_turn`` (``Face.turn``: the generator cannot draw it) or whose lower
 half looks covered (``max_cover_contrast``, ``deid.occlusion``: a mask derails the encoder, and a new face would
-unmask the person) gets the fallback without a try.
+unmask the person) or that the photo's edge cuts (more than ``max_outside`` of its box beyond it) gets the fallback
+without a try.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ from .types import AlignedFace, Face, SwapResult
 
 __all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws",
            "face_labels", "label_vector", "ranked_identities", "Candidate", "paste_synthetic", "guard_tries",
-           "guard_batches", "first_unrecognisable", "will_upscale", "is_turned", "is_covered", "unswappable",
-           "obscured"]
+           "guard_batches", "first_unrecognisable", "will_upscale", "is_turned", "is_covered", "is_cut",
+           "outside_share", "unswappable", "obscured"]
 
 
 @dataclass
@@ -400,8 +401,26 @@ def is_covered(frame: np.ndarray, face: Face, config: SwapConfig) -> bool:
     return config.max_cover_contrast > 0 and lower_face_contrast(frame, face) > config.max_cover_contrast
 
 
+def outside_share(face: Face, shape: tuple[int, ...]) -> float:
+    """Share of the face's box that lies outside an image of ``shape`` (``[H, W, ...]``): 0 for a face wholly
+    inside, 0.5 for one cut in half by the edge."""
+    x0, y0, x1, y1 = (float(v) for v in face.box)
+    area = max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6)
+    inside = max(min(x1, shape[1]) - max(x0, 0.0), 0.0) * max(min(y1, shape[0]) - max(y0, 0.0), 0.0)
+    return float(1.0 - inside / area)
+
+
+def is_cut(frame: np.ndarray, face: Face, config: SwapConfig) -> bool:
+    """Whether more than ``config.max_outside`` of the face's box lies beyond the edge of ``frame``, so it gets the
+    fallback."""
+    return config.max_outside < 1 and outside_share(face, frame.shape) > config.max_outside
+
+
 def unswappable(frame: np.ndarray, face: Face, config: SwapConfig) -> str:
-    """Why the face gets the fallback without a try: "turned", "covered", or "" (it can be swapped)."""
+    """Why the face gets the fallback without a try: "cut" (by the frame's edge), "turned", "covered", or "" (it
+    can be swapped)."""
+    if is_cut(frame, face, config):
+        return "cut"
     if is_turned(face, config):
         return "turned"
     if is_covered(frame, face, config):

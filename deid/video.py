@@ -14,8 +14,9 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
   the identity rows of W+; the identity guard checks it then and again every ``guard_every`` frames, with a margin
   over the threshold, and a track that still looks like the original falls back to ``SwapConfig.fallback`` for the
   rest of the video. Tracks that start under ``SMALL_FACE`` pixels are obscured, not swapped. Frames where the
-  head is turned beyond ``SwapConfig.max_turn`` or the lower face looks covered (``max_cover_contrast``, a mask)
-  are obscured; the track's synthetic person comes back when the face can be swapped again (with hysteresis).
+  head is turned beyond ``SwapConfig.max_turn``, the lower face looks covered (``max_cover_contrast``, a mask) or
+  the frame's edge cuts the face (``max_outside``) are obscured; the track's synthetic person comes back when the
+  face can be swapped again (with hysteresis).
 * **No flicker, no jitter.** Landmarks are One-Euro filtered (``deid.track``) before alignment; the kept W+ rows
   (pose, lighting) are a running average over frames; noise is constant; grain follows the frame.
 """
@@ -53,6 +54,7 @@ GUARD_MARGIN = 0.05
 SMALL_FACE = 80  # a track that starts smaller than this (box side, px) is obscured, not swapped
 TURN_HYSTERESIS = 0.1  # a turned track is swapped again once Face.turn is this far back inside SwapConfig.max_turn
 COVER_HYSTERESIS = 0.8  # ... and a covered one once the lower-face contrast is under this share of its limit
+CUT_HYSTERESIS = 0.5  # ... and a cut one once the share of its box outside the frame is under this share of its limit
 
 __all__ = ["TrackReport", "VideoReport", "anonymize_video", "plan_video_outputs", "report_path"]
 
@@ -70,6 +72,7 @@ class TrackReport:
     uncertain: int = 0  # frames blurred because the position was uncertain
     turned: int = 0  # frames obscured because the head was turned beyond SwapConfig.max_turn
     covered: int = 0  # frames obscured because the lower face looked covered (SwapConfig.max_cover_contrast)
+    cut: int = 0  # frames obscured because the frame's edge cut the face (SwapConfig.max_outside)
     method: str = ""  # "swap", or the mode used (blur/pixelate/solid; a swap's fallback after the guard)
     seed: int = -1  # identity seed of the synthetic person; -1 when not swapped
     tries: int = 0  # identities tried at the start
@@ -82,7 +85,7 @@ class TrackReport:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("track_id", "first_frame", "last_frame", "frames", "detected", "backfilled",
-                                            "uncertain", "turned", "covered",
+                                            "uncertain", "turned", "covered", "cut",
                                             "method", "seed", "tries", "guard_checks", "fallback_frame")}
         for k in ("female", "age", "min_identity_distance"):
             v = getattr(self, k)
@@ -105,6 +108,7 @@ class VideoReport:
     fallback_face_frames: int = 0  # of which obscured because the swap's guard rejected it
     turned_face_frames: int = 0  # of which obscured because the head was turned beyond SwapConfig.max_turn
     covered_face_frames: int = 0  # of which obscured because the lower face looked covered (a mask)
+    cut_face_frames: int = 0  # of which obscured because the frame's edge cut the face
     tracks: list[TrackReport] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -119,7 +123,8 @@ class VideoReport:
                 "detection_frames": self.detection_frames, "frames_with_faces": self.frames_with_faces,
                 "face_frames": self.face_frames, "uncertain_face_frames": self.uncertain_face_frames,
                 "fallback_face_frames": self.fallback_face_frames, "turned_face_frames": self.turned_face_frames,
-                "covered_face_frames": self.covered_face_frames, "processing_fps": round(self.fps, 2),
+                "covered_face_frames": self.covered_face_frames, "cut_face_frames": self.cut_face_frames,
+                "processing_fps": round(self.fps, 2),
                 "tracks": [t.to_dict() for t in self.tracks],
                 "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()}, "warnings": self.warnings}
 
@@ -245,12 +250,13 @@ class _Anonymizer:
         self.cfg, self.models, self.report = config, models, report
         self.swap_cfg = config.photo.swap
         self.states: dict[int, _SwapState | str] = {}  # track -> swap state, or the obscure mode it fell back to
-        # the limits a turned or covered track must come back inside before it is swapped again (hysteresis)
+        # the limits a turned, covered or cut track must come back inside before it is swapped again (hysteresis)
         cfg = self.swap_cfg
         self.back_cfg = dataclasses.replace(
             cfg, max_turn=max(cfg.max_turn - TURN_HYSTERESIS, 1e-3) if cfg.max_turn else 0.0,
-            max_cover_contrast=cfg.max_cover_contrast * COVER_HYSTERESIS)
-        # tracks that cannot be swapped now (turned or covered: _unswappable) -> the obscure mode they get meanwhile
+            max_cover_contrast=cfg.max_cover_contrast * COVER_HYSTERESIS,
+            max_outside=cfg.max_outside * CUT_HYSTERESIS if cfg.max_outside < 1 else 1.0)
+        # tracks that cannot be swapped now (turned, covered or cut: _unswappable) -> the obscure mode they get meanwhile
         self.unswappable_modes: dict[int, str] = {}
         self.tracks: dict[int, TrackReport] = {}
 
@@ -293,9 +299,12 @@ class _Anonymizer:
             if why == "turned":
                 tr.turned += 1
                 self.report.turned_face_frames += 1
-            else:
+            elif why == "covered":
                 tr.covered += 1
                 self.report.covered_face_frames += 1
+            else:
+                tr.cut += 1
+                self.report.cut_face_frames += 1
             return self._obscure_unswappable(out, track_id, face, raw, tr)
         state = self.states.get(track_id)
         if state is None:
@@ -317,7 +326,7 @@ class _Anonymizer:
 
     def _unswappable(self, track_id: int, pixels: np.ndarray, face: Face) -> str:
         """Why the track's face cannot be swapped in this frame (``deid.swap.unswappable`` on the original
-        ``pixels``): "turned", "covered" or "". With hysteresis: a track in that state stays in it until its face
+        ``pixels``): "cut", "turned", "covered" or "". With hysteresis: a track in that state stays in it until its face
         is back inside the stricter limits of ``self.back_cfg``, so a face near a limit does not flip between
         swapped and obscured from frame to frame."""
         was = track_id in self.unswappable_modes
@@ -328,7 +337,7 @@ class _Anonymizer:
 
     def _obscure_unswappable(self, out: np.ndarray, track_id: int, face: Face, raw: Face,
                              tr: TrackReport) -> np.ndarray:
-        """A frame of a turned or covered face: obscured with the fallback; as in photos, on the first frame of each
+        """A frame of a turned, covered or cut face: obscured with the fallback; as in photos, on the first frame of each
         such stretch the judge checks the obscured face, and a face it still recognises is filled for the rest of it."""
         scale = self.cfg.photo.obscure_scale
         mode = self.unswappable_modes.get(track_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -149,7 +150,7 @@ def test_turned_passes_leave_upright_faces_as_they_were(scene_720p, scene_720p_f
 
 def test_turned_passes_in_a_thread_of_their_own_find_the_same_faces(astronaut, astronaut_face, face_detector,
                                                                     monkeypatch):
-    """With more than one torch thread the turned passes run beside the upright ones; with one, after them: the
+    """With more than one torch thread the turned and border passes run beside the upright ones; with one, after them: the
     same faces either way (to float rounding, which depends on the thread count and can tip which of two
     near-equal candidates NMS keeps: boxes within 2 % of the face size)."""
     import torch
@@ -169,7 +170,7 @@ def test_turned_passes_in_a_thread_of_their_own_find_the_same_faces(astronaut, a
             runs.append(detect_faces(scene.image, face_detector))
     finally:
         torch.set_num_threads(threads)
-    assert jobs == ["_rotated_passes"]  # only the two-thread run used the worker
+    assert sorted(jobs) == ["_border_passes", "_rotated_passes"]  # only the two-thread run used the workers
     assert len(runs[0]) == len(runs[1]) == len(TILTED)
     for a, b in zip(*runs):
         assert np.abs(a.box - b.box).max() < 0.02 * a.size and np.abs(a.landmarks - b.landmarks).max() < 0.02 * a.size
@@ -199,3 +200,25 @@ def test_masked_faces_that_mtcnns_stock_thresholds_drop_are_found():
             assert np.linalg.norm(centres - (f.box[:2] + f.box[2:]) / 2, axis=1).min() < 0.35 * f.size
         gained += len(b) - len(a)
     assert gained >= 2
+
+
+def test_faces_cut_in_half_by_the_edge_are_found_by_the_border_passes(astronaut, astronaut_face, face_detector):
+    """A face cut near its middle by the photo's edge: MTCNN alone misses it; the border passes (strips mirrored
+    beyond each edge) find it, once, with a box that reaches beyond the edge (the cut-off part), and never report
+    the mirror image of a face as a face of its own (benchmarks/border.py measures recall by the share inside)."""
+    placements = [(639, 200, 150, 0), (200, 479, 80, 0), (320, 240, 90, 0)]  # right edge, bottom edge, inside
+    scene = compose_scene(astronaut, astronaut_face, (480, 640), placements, seed=3)
+    without = detect_faces(scene.image, FaceDetector(dataclasses.replace(face_detector.config, border_min_face=0)))
+    found = detect_faces(scene.image, face_detector)
+    hits = match_faces(scene.faces, found)
+    assert all(h is not None for h in hits) and len(found) == 3
+    assert all(h is None for h in match_faces(scene.faces[:2], without))  # MTCNN alone misses both cut faces
+    right, bottom = hits[0], hits[1]
+    assert right.box[2] > 640 > (right.box[0] + right.box[2]) / 2
+    assert bottom.box[3] > 480 > (bottom.box[1] + bottom.box[3]) / 2
+    # the inside face is the upright pass's own detection, untouched
+    inside = [f for f in without if match_faces(scene.faces[2:], [f])[0] is not None]
+    assert len(inside) == 1 and np.allclose(inside[0].box, hits[2].box)
+    # a face near the edge but wholly inside is found once (its mirror image beyond the edge is not a face)
+    near = compose_scene(astronaut, astronaut_face, (480, 640), [(60, 240, 100, 0)], seed=4)
+    assert len(detect_faces(near.image, face_detector)) == 1

@@ -1,4 +1,5 @@
-"""Covered lower faces (masks): the measure that sends them to the fallback, and the swap's use of it."""
+"""Faces that cannot be swapped convincingly: covered lower faces (masks) and faces cut by the edge; the measures
+that send them to the fallback, and the swap's use of them."""
 
 from __future__ import annotations
 
@@ -55,3 +56,30 @@ def test_a_masked_face_gets_the_fallback_without_a_try(tiny_swap_models, astrona
     assert res.tries == 1 and res.reason != "covered"
     with pytest.raises(Exception, match="max_cover_contrast"):
         SwapConfig(max_cover_contrast=-1)
+
+
+def test_a_face_cut_by_the_edge_gets_the_fallback_without_a_try(tiny_swap_models, astronaut, astronaut_face):
+    """More than ``max_outside`` of the box beyond the photo's edge: no swap is tried (the encoder would see the
+    edge smeared over the missing part); the part inside is obscured."""
+    from deid.swap import outside_share
+
+    f = astronaut_face
+    assert outside_share(f, astronaut.shape) == 0.0
+    x0, y0, x1, y1 = f.box
+    cut_x = int(round((x0 + x1) / 2))  # the photo cropped through the middle of the face
+    cropped = np.ascontiguousarray(astronaut[:, cut_x:])
+    moved = type(f)(f.box - [cut_x, 0, cut_x, 0], f.score, f.landmarks - [cut_x, 0])
+    assert outside_share(moved, cropped.shape) == pytest.approx(0.5, abs=0.02)
+    assert unswappable(cropped, moved, SwapConfig()) == "cut"
+    assert unswappable(cropped, moved, SwapConfig(max_outside=1.0)) != "cut"  # 1 = no check
+    out, res = swap_face(cropped, moved, tiny_swap_models, SwapConfig())
+    assert res.method in ("pixelate", "solid") and res.reason == "cut" and res.tries == 0
+    assert res.to_dict()["fallback_reason"] == "cut"
+    inside = (slice(int(y0), int(y1)), slice(0, int(x1) - cut_x))
+    assert np.abs(out[inside].astype(int) - cropped[inside]).mean() > 10  # obscured, not left
+    # a sliver outside (under the limit) is still swapped
+    nudged = type(f)(f.box - [x0 + 0.05 * (x1 - x0), 0, x0 + 0.05 * (x1 - x0), 0], f.score, f.landmarks)
+    assert 0 < outside_share(nudged, astronaut.shape) < SwapConfig().max_outside
+    assert unswappable(astronaut, nudged, SwapConfig()) != "cut"
+    with pytest.raises(Exception, match="max_outside"):
+        SwapConfig(max_outside=1.5)

@@ -157,3 +157,33 @@ def test_faces_apart_are_swapped_in_threads_with_the_same_result(scene_720p, sce
         x0, y0, x1, y1 = footprint(img.shape[:2], f, tiny_swap_models)
         inside[y0:y1, x0:x1] = True
     assert len(changed) and inside[changed[:, 0], changed[:, 1]].all()
+
+
+def test_cli_photo_pixelates_a_face_cut_by_the_edge(astronaut, astronaut_face, tmp_path):
+    """A face cut in half by the photo's edge is found (border passes) and pixelated without a swap
+    (``"fallback_reason": "cut"``); --no-border leaves it to MTCNN alone, which misses it (so the photo is left
+    untouched: the reason the border passes exist); --max-outside 1 lets the swap try it."""
+    from conftest import compose_scene
+
+    scene = compose_scene(astronaut, astronaut_face, (480, 640), [(639, 200, 150, 0)], seed=3)
+    src = tmp_path / "edge.png"
+    Image.fromarray(scene.image).save(src)
+
+    def anonymise(name: str, *extra: str) -> tuple[np.ndarray, list[dict]]:
+        out, report = tmp_path / f"{name}.png", tmp_path / f"{name}.json"
+        r = CliRunner().invoke(main, ["photo", str(src), "-o", str(out), "--report", str(report), "--device", "cpu",
+                                      *extra])
+        assert r.exit_code == 0, r.output
+        with Image.open(out) as im:
+            return np.asarray(im.convert("RGB")), json.loads(report.read_text())[0]["faces"]
+
+    out, faces = anonymise("default")
+    (face,) = faces
+    assert face["method"] in ("pixelate", "solid") and face["swap"]["fallback_reason"] == "cut"
+    assert face["swap"]["tries"] == 0 and face["box"][2] > 640
+    assert _region_change(out, scene.image, [face["box"][0], face["box"][1], 639, face["box"][3]]) > 10
+    out, faces = anonymise("no-border", "--no-border")
+    assert faces == [] and np.array_equal(out, scene.image)
+    _, faces = anonymise("tried", "--max-outside", "1")
+    swap = faces[0]["swap"]
+    assert swap["tries"] >= 1 and swap.get("fallback_reason", "guard") == "guard"

@@ -381,6 +381,42 @@ def test_turned_heads_are_obscured_with_hysteresis(clip, detector, swap_models, 
     assert seen == ["", "turned", "turned", "", ""]
 
 
+
+def test_faces_cut_by_the_frame_edge_are_obscured_with_hysteresis(clip, swap_models):
+    """A face with more than SwapConfig.max_outside of its box beyond the frame's edge is obscured ("cut", counted
+    per track and video); it is swapped again only once under CUT_HYSTERESIS of that limit, so a face at the edge
+    does not flip between the two from frame to frame."""
+    from deid.config import SwapConfig
+    from deid.io.video import VideoFrame
+    from deid.track import TrackedFace
+    from deid.video import CUT_HYSTERESIS, VideoReport, _Anonymizer
+
+    report = VideoReport("a", "b", probe_video(clip.path))
+    anon = _Anonymizer(VideoConfig(), swap_models, report)
+    limit = SwapConfig().max_outside
+    pixels = np.full((40, 40, 3), 128, np.uint8)
+
+    def face(share: float) -> Face:  # a frontal face whose box has ``share`` of its width beyond the left edge
+        x0 = -share * 20
+        return Face(np.array([x0, 5, x0 + 20, 30]), 0.99,
+                    np.array([[x0 + 5, 12], [x0 + 15, 12], [x0 + 10, 18], [x0 + 6, 24], [x0 + 14, 24]]))
+
+    seen = []
+    for share in (0.0, limit * 1.5, limit * (1 + CUT_HYSTERESIS) / 2, limit * CUT_HYSTERESIS / 2,
+                  limit * (1 + CUT_HYSTERESIS) / 2):
+        why = anon._unswappable(3, pixels, face(share))
+        if why:  # as _face does: the face is obscured
+            anon.unswappable_modes.setdefault(3, "pixelate")
+        seen.append(why)
+    assert seen == ["", "cut", "cut", "", ""]
+    pixels = pixels.copy()
+    pixels[5:30, 0:10] = np.arange(250, dtype=np.uint8).reshape(25, 10, 1)  # detail for the pixelation to remove
+    tracked = TrackedFace(5, face(0.5), "detected", face(0.5), age=0)
+    out = anon.frame(VideoFrame(index=0, pixels=pixels, pts=0, time=0.0), [tracked], [])
+    assert report.cut_face_frames == 1 and anon.tracks[5].cut == 1 and anon.tracks[5].tries == 0
+    assert report.to_dict()["cut_face_frames"] == 1 and anon.tracks[5].to_dict()["cut"] == 1
+    assert not np.array_equal(out[5:30, 0:10], pixels[5:30, 0:10])  # the part inside is obscured
+
 def test_plan_single_file_output_or_folder(tmp_path):
     from deid.video import plan_video_outputs
 

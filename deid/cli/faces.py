@@ -28,9 +28,11 @@ _LANDMARK_NAMES = ("left eye", "right eye", "nose", "mouth left", "mouth right")
               help="Minimum detection score, in [0, 1).")
 @click.option("--upright-only", is_flag=True,
               help="Skip the passes that look for heads tilted beyond ~35 degrees (as `deid photo --upright-only`).")
+@click.option("--no-border", is_flag=True,
+              help="Skip the passes that look for faces cut by the photo's edge (as `deid photo --no-border`).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def faces(photo: str, as_json: bool, preview: str | None, min_face: int, threshold: float, upright_only: bool,
-          device: str) -> None:
+          no_border: bool, device: str) -> None:
     """List the faces found in PHOTO, numbered from 1, largest first.
 
     Each face has its box (x0, y0, x1, y1 in pixels of the photo as displayed, after EXIF rotation), its score and
@@ -46,7 +48,7 @@ def faces(photo: str, as_json: bool, preview: str | None, min_face: int, thresho
     if preview is not None:
         check_output_path(photo, preview)
     image = read_image(photo)
-    config = detect_config(min_face, threshold, upright_only)
+    config = detect_config(min_face, threshold, upright_only, no_border)
     found = detect_faces(image.pixels, FaceDetector(config, device=resolve_device(device)))
     if as_json:
         click.echo(json.dumps(_as_json(photo, image.width, image.height, found), indent=2))

@@ -19,13 +19,19 @@ def _numbers(text: str) -> tuple[int, ...]:
         raise ConfigError(f"face numbers must look like 1,3,4, got {text!r}") from exc
 
 
-def detect_config(min_face: int, det_threshold: float, upright_only: bool = False) -> DetectConfig:
+def detect_config(min_face: int, det_threshold: float, upright_only: bool = False, no_border: bool = False
+                  ) -> DetectConfig:
     """The detection settings of the command-line options (shared by photo, dataset, video and faces)."""
-    return DetectConfig(min_face=min_face, min_score=det_threshold, rotations=() if upright_only else DetectConfig.rotations)
+    return DetectConfig(min_face=min_face, min_score=det_threshold,
+                        rotations=() if upright_only else DetectConfig.rotations, border_min_face=0 if no_border else DetectConfig.border_min_face)
 
 
 def unswappable_options(command):
-    """``--max-turn`` and ``--max-cover-contrast`` (faces given the fallback without a try), for photo and video."""
+    """``--max-turn``, ``--max-cover-contrast`` and ``--max-outside`` (faces given the fallback without a try), for
+    photo and video."""
+    command = click.option("--max-outside", default=SwapConfig.max_outside, show_default=True,
+                           help="Faces with more than this share of their box beyond the photo's edge are pixelated "
+                                "instead of swapped; 1 = swap whatever is cut.")(command)
     command = click.option("--max-cover-contrast", default=SwapConfig.max_cover_contrast, show_default=True,
                            help="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, "
                                 "a scarf) are pixelated instead of swapped; 0 = no check.")(command)
@@ -46,6 +52,8 @@ def unswappable_options(command):
 @click.option("--det-threshold", default=0.9, show_default=True, help="Minimum detection score.")
 @click.option("--upright-only", is_flag=True,
               help="Skip the passes that look for heads tilted beyond ~35 degrees (faster; such faces may be missed).")
+@click.option("--no-border", is_flag=True,
+              help="Skip the passes that look for faces cut by the photo's edge (faster; such faces may be missed).")
 @click.option("--threshold", default=0.6, show_default=True,
               help="Identity guard: a swapped face must be at least this far from the original (dlib distance; "
                    "0.6 = same person); otherwise another identity is tried, then the face is pixelated.")
@@ -64,8 +72,8 @@ def unswappable_options(command):
 @click.option("--preview", type=click.Path(path_type=Path),
               help="Before|after sheet with numbered boxes: a PNG file (one photo) or a folder (several).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, threshold, max_turn, max_cover_contrast,
-          seed, key, psi, blend, generator, encoder,
+def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, no_border, threshold, max_turn,
+          max_cover_contrast, max_outside, seed, key, psi, blend, generator, encoder,
           report, preview, device) -> None:
     """Anonymise every face in photos. Output keeps each photo's size and format; EXIF (GPS, serials, the
     thumbnail), XMP, IPTC and comments are removed, ICC profiles kept. Inputs are never modified.
@@ -83,9 +91,10 @@ def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, 
     from ..swap import load_swap_models
 
     cfg = PhotoConfig(mode=mode, only=_numbers(only), skip=_numbers(skip),
-                      detect=detect_config(min_face, det_threshold, upright_only),
+                      detect=detect_config(min_face, det_threshold, upright_only, no_border),
                       swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold, blend=blend,
-                                        max_turn=max_turn, max_cover_contrast=max_cover_contrast))
+                                        max_turn=max_turn, max_cover_contrast=max_cover_contrast,
+                                        max_outside=max_outside))
     missing = [p for p in inputs if not p.exists()]
     pairs = plan_outputs([p for p in inputs if p.exists()], out)
     dev = resolve_device(device)

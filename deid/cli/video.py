@@ -31,6 +31,8 @@ def _eta(seconds: float) -> str:
 @click.option("--det-threshold", default=0.9, show_default=True, help="Minimum detection score.")
 @click.option("--upright-only", is_flag=True,
               help="Skip the passes that look for heads tilted beyond ~35 degrees (faster; such faces may be missed).")
+@click.option("--no-border", is_flag=True,
+              help="Skip the passes that look for faces cut by the photo's edge (faster; such faces may be missed).")
 @click.option("--threshold", default=0.6, show_default=True,
               help="Identity guard (dlib distance): a swapped track closer than this to the original is pixelated.")
 @unswappable_options
@@ -47,8 +49,8 @@ def _eta(seconds: float) -> str:
               help="Its encoder (default: shipped models/deid64-encoder.safetensors).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = default).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only, threshold, max_turn,
-          max_cover_contrast, seed, key, psi, codec, crf, no_audio,
+def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only, no_border, threshold, max_turn,
+          max_cover_contrast, max_outside, seed, key, psi, codec, crf, no_audio,
           force, generator, encoder, threads, device) -> None:
     """Anonymise every face in videos. Output keeps resolution, frame timing (variable too), rotation and audio.
     Inputs are never modified; a video whose output and report already exist is skipped (resume), unless --force.
@@ -71,9 +73,11 @@ def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = VideoConfig(photo=PhotoConfig(mode=mode, detect=detect_config(min_face, det_threshold, upright_only),
+    cfg = VideoConfig(photo=PhotoConfig(mode=mode, detect=detect_config(min_face, det_threshold, upright_only,
+                                                                                no_border),
                                         swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold,
-                                                        max_turn=max_turn, max_cover_contrast=max_cover_contrast)),
+                                                        max_turn=max_turn, max_cover_contrast=max_cover_contrast,
+                                                        max_outside=max_outside)),
                       detect_every=detect_every, codec=codec, crf=crf, audio=not no_audio)
     failed = 0
     for p in inputs:

@@ -164,7 +164,8 @@ def photo_config(options: AnonymizeOptions) -> PhotoConfig:
                        detect=DetectConfig(min_face=options.min_face, min_score=options.det_threshold),
                        swap=SwapConfig(seed=options.seed, key=options.key, psi=options.psi,
                                        threshold=options.threshold, max_turn=options.max_turn,
-                                       max_cover_contrast=options.max_cover_contrast))
+                                       max_cover_contrast=options.max_cover_contrast,
+                                       max_outside=options.max_outside))
 
 
 def _refuse(loc: tuple[str, ...], value: Any, msg: str) -> NoReturn:

@@ -178,6 +178,10 @@ class AnonymizeOptions(BaseModel):
         25.0, ge=0.0, le=1000.0,
         description="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, a scarf) "
                     "are pixelated instead of swapped; 0 = no check (mode swap).")
+    max_outside: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="Faces with more than this share of their box beyond the photo's edge are pixelated instead of "
+                    "swapped; 1 = swap whatever is cut (mode swap).")
     min_face: int = Field(16, ge=4, le=100_000, description="Smallest face to find, in pixels (box side).")
     det_threshold: float = Field(0.9, ge=0.0, lt=1.0, description="Minimum detection score, in [0, 1).")
 
