@@ -256,7 +256,8 @@ class _Anonymizer:
             cfg, max_turn=max(cfg.max_turn - TURN_HYSTERESIS, 1e-3) if cfg.max_turn else 0.0,
             max_cover_contrast=cfg.max_cover_contrast * COVER_HYSTERESIS,
             max_outside=cfg.max_outside * CUT_HYSTERESIS if cfg.max_outside < 1 else 1.0)
-        # tracks that cannot be swapped now (turned, covered or cut: _unswappable) -> the obscure mode they get meanwhile
+        # tracks that cannot be swapped now (turned, covered or cut: _unswappable) -> the obscure mode they get
+        # meanwhile
         self.unswappable_modes: dict[int, str] = {}
         self.tracks: dict[int, TrackReport] = {}
 

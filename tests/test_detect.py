@@ -150,8 +150,8 @@ def test_turned_passes_leave_upright_faces_as_they_were(scene_720p, scene_720p_f
 
 def test_turned_passes_in_a_thread_of_their_own_find_the_same_faces(astronaut, astronaut_face, face_detector,
                                                                     monkeypatch):
-    """With more than one torch thread the turned and border passes run beside the upright ones; with one, after them: the
-    same faces either way (to float rounding, which depends on the thread count and can tip which of two
+    """With more than one torch thread the turned and border passes run beside the upright ones; with one, after them:
+    the same faces either way (to float rounding, which depends on the thread count and can tip which of two
     near-equal candidates NMS keeps: boxes within 2 % of the face size)."""
     import torch
 

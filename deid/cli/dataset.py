@@ -65,7 +65,8 @@ class _ProgressBars:
 @click.option("--force", is_flag=True, help="Redo every file, even those an earlier run finished.")
 @click.option("--dry-run", is_flag=True, help="List what would be done to each file; write nothing.")
 def dataset(in_dir, out_dir, workers, copy_other, force, dry_run, mode, only, skip, min_face, det_threshold,
-            upright_only, no_border, threshold, max_turn, max_cover_contrast, max_outside, seed, key, psi, generator, encoder, device) -> None:
+            upright_only, no_border, threshold, max_turn, max_cover_contrast, max_outside, seed, key, psi, generator,
+            encoder, device) -> None:
     """Anonymise every photo under IN_DIR into the mirrored tree OUT_DIR, with the options of `deid photo`.
 
     Finished files are recorded in OUT_DIR/.deid-journal.jsonl: after Ctrl-C or a crash, the same command goes on

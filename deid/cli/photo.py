@@ -23,7 +23,8 @@ def detect_config(min_face: int, det_threshold: float, upright_only: bool = Fals
                   ) -> DetectConfig:
     """The detection settings of the command-line options (shared by photo, dataset, video and faces)."""
     return DetectConfig(min_face=min_face, min_score=det_threshold,
-                        rotations=() if upright_only else DetectConfig.rotations, border_min_face=0 if no_border else DetectConfig.border_min_face)
+                        rotations=() if upright_only else DetectConfig.rotations,
+                        border_min_face=0 if no_border else DetectConfig.border_min_face)
 
 
 def unswappable_options(command):
