@@ -188,7 +188,8 @@ class DetectConfig:
     rotated_min_score: float = 0.9  # score a turned detection needs in the upright crop that confirms it
     # faces cut by the photo's edge (a selfie's neighbours, a crowd's rim): MTCNN misses most faces less than ~2/3
     # inside. The border passes (deid.detect._border_passes) search strips along the edges mirrored outward, from
-    # faces of this size (original-image px) up; 0 = off
+    # faces of this size (original-image px; at least 20 px of the working image for photos shrunk to max_size) up;
+    # 0 = off
     border_min_face: int = 40
 
     def __post_init__(self):

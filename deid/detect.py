@@ -286,16 +286,16 @@ def _border_passes(image: np.ndarray, detector: FaceDetector, min_face: float) -
 
     MTCNN misses most faces less than ~2/3 inside the photo (its later networks see the part inside, stretched).
     Here each edge is searched in a strip mirrored outward (``BORDER_REFLECT_101``), so that a face cut near its
-    middle looks whole: per band of face sizes (F..4F px, F from ``min_face`` up in steps of 4x), the image is
-    shrunk so the band's faces are 20-80 px, mirrored ``_BORDER_HALF`` px beyond each edge, and the four strips
-    along the edges (twice that wide) are searched. Only detections centred inside the image whose box reaches
+    middle looks whole: per band of face sizes (F..4F px, F from ``min_face``, at least 20, up in steps of 4x), the
+    image is shrunk so the band's faces are 20-80 px, mirrored ``_BORDER_HALF`` px beyond each edge, and the four
+    strips along the edges (twice that wide) are searched. Only detections centred inside the image whose box reaches
     beyond its edge are returned (a face wholly inside is the upright passes' to find; one centred outside is the
     mirror image of a face inside)."""
     h, w = image.shape[:2]
     rows = []
-    face = max(float(min_face), 1.0)
+    face = max(float(min_face), float(_BORDER_FACE))  # (smaller faces would need the image enlarged)
     while face <= max(h, w):
-        r = min(1.0, _BORDER_FACE / face)
+        r = _BORDER_FACE / face
         small = _scaled(image, r)
         sh, sw = small.shape[:2]
         m = min(_BORDER_HALF, sh - 1, sw - 1)
