@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config import SwapConfig
+
 __all__ = ["MIN_SIZE", "MAX_SIZE", "StyleMixing", "GenerateRequest", "GenerateResponse", "Health", "ErrorBody",
            "parse_resolution", "parse_face_numbers", "AnonymizeOptions", "anonymize_form_schema", "SwapReport",
            "FaceReport", "AnonymizeResponse", "IMAGE_FORMATS"]
@@ -171,15 +173,15 @@ class AnonymizeOptions(BaseModel):
         description="Identity guard: a swapped face must be at least this far from the original (dlib distance; "
                     "0.6 = same person); otherwise another identity is tried, then the face is pixelated.")
     max_turn: float = Field(
-        0.8, ge=0.0, le=10.0,
+        SwapConfig.max_turn, ge=0.0, le=10.0,
         description="Faces turned further than this (nose offset from the eyes' midpoint over half the eye distance; "
                     "~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit (mode swap).")
     max_cover_contrast: float = Field(
-        25.0, ge=0.0, le=1000.0,
+        SwapConfig.max_cover_contrast, ge=0.0, le=1000.0,
         description="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, a scarf) "
                     "are pixelated instead of swapped; 0 = no check (mode swap).")
     max_outside: float = Field(
-        0.2, ge=0.0, le=1.0,
+        SwapConfig.max_outside, ge=0.0, le=1.0,
         description="Faces with more than this share of their box beyond the photo's edge are pixelated instead of "
                     "swapped; 1 = swap whatever is cut (mode swap).")
     min_face: int = Field(16, ge=4, le=100_000, description="Smallest face to find, in pixels (box side).")
