@@ -35,6 +35,7 @@ from deid.config import DetectConfig, SwapConfig
 from deid.detect import FaceDetector, detect_faces
 from deid.eval.attributes import AttributeJudge
 from deid.swap import load_swap_models, swap_face
+from deid.track import box_iou
 
 
 def main() -> None:
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--encoder", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="")
+    ap.add_argument("--show-reid", action="store_true", help="print each face re-identified in the re-detected box")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = load_swap_models(args.generator, args.encoder, device="cpu",
@@ -80,7 +82,8 @@ def main() -> None:
         for item in setting.split():
             if item != "default":
                 k, v = item.split("=", 1)
-                fields[k] = type(getattr(SwapConfig(), k))(v)
+                default = getattr(SwapConfig(), k)
+                fields[k] = v if default is None else type(default)(v)  # optional str fields: "k=" = empty
         cfg = SwapConfig(**fields)
         dists, tries, fallback, gender, age_err, pose, lost, t_total = [], [], [], [], [], [], 0, 0.0
         turned, covered = [], []
@@ -108,6 +111,11 @@ def main() -> None:
                 pose.append(float(np.linalg.norm(again[0].landmarks - face.landmarks, axis=1).mean() / face.inter_ocular))
                 # as an independent pipeline would check it: the judge in the box its detector finds in the result
                 redetected.append(models.judge.distance(originals[i], models.judge.embed(out, again[0].box)))
+                if args.show_reid and redetected[-1] < 0.6:
+                    iou = float(box_iou(again[0].box, face.box)[0, 0])
+                    print(f"  re-identified: face {i} (true age {truth_i[1]:g}), {res.method} after {res.tries} "
+                          f"tries, guard distance {res.distance:.3f}, re-detected {redetected[-1]:.3f} "
+                          f"(box IoU {iou:.2f})")
             else:
                 lost += 1
         n = len(photos)

@@ -336,11 +336,19 @@ class SwapConfig:
     # On 500 held-out faces (session 4, max_tries 8) ranking 8 vs none: fallback 0.212 both, gender agreement 0.863
     # vs 0.853, age MAE 8.1 vs 8.2 (within noise: +-3 points at 95 %), 510 vs 375 ms per face; so none by default
     candidates: int = 1
-    # W+ rows kept on the second half of the tries (None = keep_layers): fewer rows move the new face further from
-    # the original. "0-1" measured no fewer fallbacks on 500 held-out faces (0.246 vs 0.236): the fallbacks are
-    # young children, whom dlib cannot tell apart at all (97 % of pairs of different real 0-9 year olds are closer
-    # than 0.6), so no new child face passes the guard; they are pixelated
+    # the guard's tries after the first retry_after are retries: they keep retry_keep_layers (None = keep_layers)
+    # and move those kept rows retry_mix of the way toward the new identity (0 = the original's rows as they are).
+    # The coarse rows carry the head's shape, which dlib reads as identity: of 70 held-out adults (session 11,
+    # one-off script, 32 tries each, never giving up), 5 frontal faces got no try past the guard with the coarse
+    # rows kept; with them half mixed all 5 passed within 4 tries (with none kept all 5 passed too, but the new
+    # face's eyes and brows no longer sat where the original's were: doubled brows at the blend's edge).
+    # benchmarks/swap.py, 150 held-out faces (session 11): retry_mix 0 -> 0.5 after 3 tries: fallbacks 0.320 ->
+    # 0.267 (18+ 0.11 -> 0.03, 10-17 0.15 -> 0.03, 0-9 0.78 -> 0.82: young children pass no guard, see the notes),
+    # re-identification 0 both, gender agreement 0.824 -> 0.836, age MAE 8.4 -> 7.8, pose error 0.109 -> 0.114.
+    # Fewer kept rows alone ("0-1", session 4) measured no fewer fallbacks
     retry_keep_layers: str | None = None
+    retry_mix: float = 0.5
+    retry_after: int = 3
     fallback: str = "pixelate"  # what a face that cannot be swapped convincingly gets: blur, pixelate or solid
     # faces whose head is turned further than this (Face.turn: nose offset over half the eye distance) get the
     # fallback without a try: the default generator, trained on mostly frontal UTKFace faces, draws no head turned
@@ -351,12 +359,17 @@ class SwapConfig:
     # 0.8. 0 = swap whatever the turn (a generator trained on turned heads, e.g. FFHQ's, may take more)
     max_turn: float = 0.8
     # faces whose lower half looks covered (a mask, a scarf, a hand) get the fallback without a try: the encoder
-    # derails on them and a pasted face would unmask the person (deid.occlusion.lower_face_contrast: colour
-    # difference of the cheeks + chin from the nose bridge). 400 bare held-out faces (session 9): median 4.8, 95th
-    # percentile 18.0, 98th 22.3, above 25: 1.25 % (glasses, a full beard, a hand at the chin); the same faces
-    # with a flat mask drawn from under the eyes to the chin, above 25: white 1.00, black 1.00, blue 0.99, grey
-    # 0.91, light blue 0.92, off-white 0.91 (of the 75-106 masked faces per colour the detector found; skin-coloured
-    # masks are not caught). 0 = no check
+    # derails on them and a pasted face would unmask the person (deid.occlusion.lower_face_contrast: how unlike
+    # the nose bridge the cheeks + chin are in colour, relative to the bridge). Session 11: the earlier absolute
+    # colour difference took darker skin for masks (shaded cheeks keep less absolute chroma): of 2,999 bare UTKFace
+    # adults (one-off script, disjoint from the 1,159 the new measure was fitted on) it called covered white
+    # 0.5 %, Black 3.0 %, Indian 2.3 %, Asian 0 %; the relative measure 0.5 %, 1.3 %, 1.5 %, 0.5 % (all 1.33 % ->
+    # 0.87 %).
+    # benchmarks/cover.py (900 other adults, a flat mask from under the eyes to the chin on every third): bare
+    # above 25: 1.4 % (old 1.0 %; white 1.3, Black 2.7, Asian 2.0, Indian 0.6 %: 188 and fewer faces per group);
+    # masks caught: white 0.92 (old 0.90), off-white 0.89 (0.86), grey 0.92 (0.89), black 0.96 (0.96), blue 0.95
+    # (0.95), light blue 0.90 (0.88), navy 0.95 (0.95), beige 0.25 (0.27: skin-coloured masks are mostly not
+    # caught). 0 = no check
     max_cover_contrast: float = 25.0
     # faces cut by the photo's edge, with more than this share of their box outside it, get the fallback without a
     # try: the encoder sees the edge's pixels smeared over the missing part, and a whole new face cannot be pasted
@@ -374,6 +387,8 @@ class SwapConfig:
         _check(0 <= self.hopeless < 1, "hopeless must be in [0, 1)")
         _check(self.max_tries >= 1, "max_tries must be >= 1")
         _check(self.candidates >= 1, "candidates must be >= 1")
+        _check(0 <= self.retry_mix <= 1, "retry_mix must be in [0, 1]")
+        _check(self.retry_after >= 0, "retry_after must be >= 0")
         _check(self.fallback in ("blur", "pixelate", "solid"), "fallback must be blur, pixelate or solid")
         _check(self.blend in ("alpha", "poisson"), "blend must be alpha or poisson")
         _check(self.max_turn >= 0, "max_turn must be >= 0 (0 = no limit)")

@@ -10,8 +10,9 @@ how well the attribute network finds the original's gender and age in them; by d
 The tries are blended (upscaled first where the face is drawn larger than the generator's output; after the first
 try such faces are screened without the upscaler, and only a try that passes is upscaled and judged again) and the identity judge
 compares each result with the original, in batches of 1, 2, 4, 8 (``guard_batches``). Closer than
-``threshold + margin``: the next try counts (the second half of the tries optionally with fewer original rows kept,
-``retry_keep_layers``); after ``max_tries`` the face is obscured (``fallback``). No face that still matches is
+``threshold + margin``: the next try counts (after ``retry_after`` tries, retries: the kept rows moved ``retry_mix`` of
+the way toward the new identity, optionally fewer of them, ``retry_keep_layers``); after ``max_tries`` the face is
+obscured (``fallback``). No face that still matches is
 returned. A face whose head is turned beyond ``max_turn`` (``Face.turn``: the generator cannot draw it) or whose lower
 half looks covered (``max_cover_contrast``, ``deid.occlusion``: a mask derails the encoder, and a new face would
 unmask the person) or that the photo's edge cuts (more than ``max_outside`` of its box beyond it) gets the fallback
@@ -171,9 +172,11 @@ def label_vector(G: Generator, female: float, age: float, device: torch.device |
 
 @torch.no_grad()
 def swap_ws(G: Generator, ws: torch.Tensor, c: torch.Tensor | None, seed: int, config: SwapConfig, *,
-            directions: AttributeDirections | None = None, target: tuple[float, float] | None = None) -> torch.Tensor:
+            directions: AttributeDirections | None = None, target: tuple[float, float] | None = None,
+            mix: float = 0.0) -> torch.Tensor:
     """New W+ ``[1, num_ws, w_dim]``: a fresh identity for labels ``c`` ``[1, c_dim]``, with the original rows of
-    ``config.keep_layers`` from ``ws`` ``[1, num_ws, w_dim]``.
+    ``config.keep_layers`` from ``ws`` ``[1, num_ws, w_dim]`` (moved ``mix`` of the way toward the new identity's;
+    0 = the original's as they are).
 
     A generator without labels (``c`` None) with ``directions``: the new identity is moved along the gender and age
     directions until its predicted gender and age equal ``target`` (P(female), age in years), or, without a target,
@@ -193,7 +196,7 @@ def swap_ws(G: Generator, ws: torch.Tensor, c: torch.Tensor | None, seed: int, c
             female, age = f[:, None], a[:, None]
         new = directions.impose(new, female, age)
     keep = list(config.kept_rows(G.num_ws))
-    new[:, keep] = ws[:, keep]
+    new[:, keep] = ws[:, keep].lerp(new[:, keep], mix) if mix else ws[:, keep]
     return new
 
 
@@ -205,6 +208,7 @@ class Candidate:
     ws: torch.Tensor  # [1, num_ws, w_dim]
     image: np.ndarray  # [S, S, 3] uint8 RGB, in the generator's aligned crop
     kept: tuple[int, ...] = ()  # the W+ rows taken from the original face
+    mix: float = 0.0  # ... moved this share of the way toward the new identity's (a retry, SwapConfig.retry_mix)
     female: float = float("nan")  # the attribute network's estimate on it (nan without one)
     age: float = float("nan")
 
@@ -215,18 +219,21 @@ RANK_MAX_RESOLUTION = 256  # larger generators (FFHQ 1024) render candidates one
 
 @torch.no_grad()
 def ranked_identities(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[float, float],
-                      seeds: list[int], config: SwapConfig, *, rank: bool = True) -> list[Candidate]:
-    """New identities for the face with W+ ``ws`` and labels (P(female), age), one per seed, rendered in one
-    batch and ordered best first by ``GENDER_WEIGHT * |dP(female)| + |d age|`` (the attribute network on each
-    candidate, warped into its own crop); in seed order when there is no attribute network or ``rank`` is False."""
+                      seeds: list[int], config: SwapConfig, *, rank: bool = True, mix: float = 0.0
+                      ) -> list[Candidate]:
+    """New identities for the face with W+ ``ws`` and labels (P(female), age), one per seed (kept rows mixed by
+    ``mix``, see ``swap_ws``), rendered in one batch and ordered best first by ``GENDER_WEIGHT * |dP(female)| +
+    |d age|`` (the attribute network on each candidate, warped into its own crop); in seed order when there is no
+    attribute network or ``rank`` is False."""
     G = models.G
     c = label_vector(G, *labels, device=ws.device)
-    news = torch.cat([swap_ws(G, ws, c, s, config, directions=models.directions, target=labels) for s in seeds])
+    news = torch.cat([swap_ws(G, ws, c, s, config, directions=models.directions, target=labels, mix=mix)
+                      for s in seeds])
     images = render_ws(models, news)
     if images.ndim == 3:
         images = images[None]
     kept = config.kept_rows(G.num_ws)
-    out = [Candidate(s, news[i : i + 1], images[i], kept) for i, s in enumerate(seeds)]
+    out = [Candidate(s, news[i : i + 1], images[i], kept, mix) for i, s in enumerate(seeds)]
     est = models.attributes
     if est is None or len(out) == 1 or not rank:
         return out
@@ -257,9 +264,10 @@ def will_upscale(models: SwapModels, aligned: AlignedFace) -> bool:
 
 def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[float, float], seeds: list[int],
                 config: SwapConfig) -> Iterator[Candidate]:
-    """The new identities the identity guard tries, best ranked first, at most ``config.max_tries``. With
-    ``config.retry_keep_layers`` set, the second half of them keep those rows instead of ``config.keep_layers``:
-    drawn from the seeds not tried yet, rendered only when the first half has failed.
+    """The new identities the identity guard tries, best ranked first, at most ``config.max_tries``. The tries after
+    the first ``config.retry_after`` are retries: they keep ``config.retry_keep_layers`` (when set) and move the kept
+    rows ``config.retry_mix`` of the way toward the new identity; drawn from the seeds not tried yet, rendered only
+    when the first tries have failed.
 
     With ``config.key`` the seeds are tried in their own order: they are keyed pseudonyms (the same for every photo
     of the person), and a ranking, which depends on each photo's pose and light, would pick different ones. Without
@@ -269,9 +277,9 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
     rank = (config.key is None and config.candidates > 1 and models.attributes is not None
             and models.G.img_resolution <= RANK_MAX_RESOLUTION)
 
-    def take(pool: list[int], cfg: SwapConfig, n: int) -> Iterator[Candidate]:
+    def take(pool: list[int], cfg: SwapConfig, n: int, mix: float = 0.0) -> Iterator[Candidate]:
         if rank:  # all rendered in one batch, then ranked
-            yield from ranked_identities(models, ws, face, labels, pool, cfg)[:n]
+            yield from ranked_identities(models, ws, face, labels, pool, cfg, mix=mix)[:n]
         else:  # rendered only as far as the guard needs, in the guard's batches
             start = 0
             for size in guard_batches(models, cfg):
@@ -279,20 +287,21 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
                 if not batch:
                     return
                 start += len(batch)
-                yield from ranked_identities(models, ws, face, labels, batch, cfg, rank=False)
+                yield from ranked_identities(models, ws, face, labels, batch, cfg, rank=False, mix=mix)
 
-    if config.retry_keep_layers is None:
+    retries = config.retry_keep_layers is not None or config.retry_mix > 0
+    if not retries or config.retry_after >= config.max_tries:
         yield from take(seeds, config, config.max_tries)
         return
-    first = (config.max_tries + 1) // 2
+    first = config.retry_after
     tried = set()
-    for cand in take(seeds, config, first):
+    for cand in take(seeds, config, first) if first else ():
         tried.add(cand.seed)
         yield cand
-    rest = config.max_tries - first
-    if rest > 0:
-        retry = dataclasses.replace(config, keep_layers=config.retry_keep_layers)
-        yield from take([s for s in seeds if s not in tried] or seeds, retry, rest)
+    retry = config if config.retry_keep_layers is None else \
+        dataclasses.replace(config, keep_layers=config.retry_keep_layers)
+    yield from take([s for s in seeds if s not in tried] or seeds, retry, config.max_tries - first,
+                    mix=config.retry_mix)
 
 
 SCREEN_SLACK = 0.03  # screening without the upscaler drops tries under bar - this (of the 348 tries: 24 % dropped,

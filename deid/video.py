@@ -145,6 +145,7 @@ class _SwapState:
     seed: int
     keep: list[int]  # the W+ rows that follow the original face (the accepted try's kept rows)
     prev: tuple[int, torch.Tensor | None]  # (frame index, kept rows) of the last anchor used
+    mix: float = 0.0  # the kept rows move this share toward new_ws's own (a retry's SwapConfig.retry_mix)
     next: tuple[int, torch.Tensor | None] | None = None  # the coming anchor, once encoded
     frames_since_check: int = 0
     renders: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> the face rendered at that anchor
@@ -377,9 +378,12 @@ class _Anonymizer:
         if cand is not None:
             tr.method, tr.seed, tr.min_identity_distance = "swap", cand.seed, dist
             keep = list(cand.kept)
-            kept = cand.ws[:, keep].clone() if keep else None
-            return result, _SwapState(new_ws=cand.ws, seed=cand.seed, keep=keep, prev=(frame.index, kept),
-                                      renders={frame.index if keep else -1: cand.image})
+            kept = ws[:, keep].clone() if keep else None
+            new_ws = cand.ws.clone()
+            if keep and cand.mix:  # a retry: new_ws holds the new identity's own kept rows, mixed in at each render
+                new_ws[:, keep] = ws[:, keep] + (cand.ws[:, keep] - ws[:, keep]) / cand.mix
+            return result, _SwapState(new_ws=new_ws, seed=cand.seed, keep=keep, prev=(frame.index, kept),
+                                      mix=cand.mix if keep else 0.0, renders={frame.index if keep else -1: cand.image})
         # as in photos: the fallback must not be recognisable either, else the face is filled
         mode, scale = cfg.fallback, self.cfg.photo.obscure_scale
         result = obscure_face(out, face, mode, scale=scale)
@@ -418,7 +422,7 @@ class _Anonymizer:
         if index not in state.renders:
             ws = state.new_ws.clone()
             if kept is not None:
-                ws[:, state.keep] = kept
+                ws[:, state.keep] = kept.lerp(ws[:, state.keep], state.mix) if state.mix else kept
             state.renders[index] = render_ws(models, ws)
             for old in sorted(state.renders)[:-3]:
                 del state.renders[old]

@@ -174,7 +174,8 @@ def test_guard_tries_escalate_to_fewer_kept_rows(models, astronaut, astronaut_fa
     G = models.G
     aligned = align_face(astronaut, astronaut_face, G.img_resolution, G.cfg.align_template)
     ws, _ = encode_crop(models, aligned.image)
-    cfg = SwapConfig(max_tries=4, candidates=6, keep_layers="coarse", retry_keep_layers="0-1")
+    cfg = SwapConfig(max_tries=4, candidates=6, keep_layers="coarse", retry_keep_layers="0-1", retry_after=2,
+                     retry_mix=0)
     seeds = [11, 12, 13, 14, 15, 16]
     tries = list(guard_tries(models, ws, astronaut_face, (0.5, 30.0), seeds, cfg))
     assert len(tries) == 4 and len({c.seed for c in tries}) == 4
@@ -183,6 +184,35 @@ def test_guard_tries_escalate_to_fewer_kept_rows(models, astronaut, astronaut_fa
         assert torch.equal(c.ws[:, list(c.kept)], ws[:, list(c.kept)])
         assert not torch.equal(c.ws[:, 2:4], ws[:, 2:4]) or c.kept == (0, 1, 2, 3)
     assert len(list(guard_tries(models, ws, astronaut_face, (0.5, 30.0), seeds[:1], SwapConfig(max_tries=1)))) == 1
+
+
+def test_retries_move_the_kept_rows_halfway_to_the_new_identity(models, astronaut, astronaut_face):
+    """After retry_after tries the kept (coarse) rows, which dlib reads as the head's identity, are mixed with the
+    new identity's own: half way by default; the first tries keep the original's rows exactly."""
+    from deid.align import align_face
+    from deid.swap import encode_crop, guard_tries, label_vector, swap_ws
+
+    G = models.G
+    aligned = align_face(astronaut, astronaut_face, G.img_resolution, G.cfg.align_template)
+    ws, _ = encode_crop(models, aligned.image)
+    cfg = SwapConfig(max_tries=4, retry_after=1)
+    assert cfg.retry_mix == 0.5
+    tries = list(guard_tries(models, ws, astronaut_face, (0.5, 30.0), [21, 22, 23, 24], cfg))
+    assert [c.mix for c in tries] == [0.0, 0.5, 0.5, 0.5] and len({c.seed for c in tries}) == 4
+    keep = list(cfg.kept_rows(G.num_ws))
+    assert torch.equal(tries[0].ws[:, keep], ws[:, keep])
+    c = label_vector(G, 0.5, 30.0)
+    for cand in tries[1:]:
+        own = swap_ws(G, ws, c, cand.seed, cfg, directions=models.directions, target=(0.5, 30.0), mix=1.0)
+        assert torch.allclose(cand.ws[:, keep], (ws[:, keep] + own[:, keep]) / 2, atol=1e-5)
+        free = [i for i in range(G.num_ws) if i not in keep]
+        assert torch.equal(cand.ws[:, free], own[:, free])  # the other rows: the new identity's, as before
+    # retry_mix 0 and no retry_keep_layers: every try keeps the original's rows (the behaviour before retries)
+    plain = list(guard_tries(models, ws, astronaut_face, (0.5, 30.0), [21, 22, 23, 24],
+                             SwapConfig(max_tries=4, retry_after=1, retry_mix=0)))
+    assert all(p.mix == 0 and torch.equal(p.ws[:, keep], ws[:, keep]) for p in plain)
+    with pytest.raises(Exception, match="retry_mix"):
+        SwapConfig(retry_mix=1.5)
 
 
 def test_keyed_pseudonyms_are_tried_in_seed_order(models, astronaut, astronaut_face):

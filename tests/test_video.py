@@ -7,6 +7,7 @@ resumes and reports bad files without stopping.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import av
@@ -431,3 +432,25 @@ def test_plan_single_file_output_or_folder(tmp_path):
     for name in ("a.mov", ".b.part.mp4", "notes.txt"):
         (sub / name).write_bytes(b"x")
     assert plan_video_outputs([sub], tmp_path / "o.mp4") == [(sub / "a.mov", tmp_path / "o.mp4" / "a.mov")]
+
+
+def test_a_track_swapped_on_a_retry_renders_its_mixed_head_rows_again(swap_models, astronaut, astronaut_face):
+    """A track whose accepted try was a retry (kept rows half mixed with the new identity's, SwapConfig.retry_mix)
+    renders the same face again at an anchor from the encoded rows: the mix is redone at every render, so the
+    person does not drift back toward the original as anchors are re-encoded."""
+    from deid.config import SwapConfig
+    from deid.io.video import VideoFrame
+    from deid.video import TrackReport, VideoReport, _Anonymizer, _SwapState
+
+    cfg = VideoConfig(photo=PhotoConfig(mode="swap", swap=SwapConfig(threshold=0.2, retry_after=0)))
+    anon = _Anonymizer(cfg, swap_models, VideoReport("in.mp4", "out.mp4", None))
+    tr = TrackReport(1, first_frame=0, last_frame=0)
+    _, state = anon._start(astronaut.copy(), VideoFrame(0, astronaut, None, 0.0), astronaut_face, tr)
+    assert isinstance(state, _SwapState) and tr.method == "swap"
+    assert state.mix == 0.5 and state.keep
+    first = state.renders.pop(0)  # the face the guard passed
+    again = _Anonymizer._anchor_face(swap_models, state, 0, state.prev[1])
+    assert np.abs(again.astype(int) - first.astype(int)).max() <= 2
+    # unmixed, the same rows would give another face
+    plain = dataclasses.replace(state, mix=0.0, renders={})
+    assert np.abs(_Anonymizer._anchor_face(swap_models, plain, 0, state.prev[1]).astype(int) - first).mean() > 1
