@@ -267,7 +267,8 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
     """The new identities the identity guard tries, best ranked first, at most ``config.max_tries``. The tries after
     the first ``config.retry_after`` are retries: they keep ``config.retry_keep_layers`` (when set) and move the kept
     rows ``config.retry_mix`` of the way toward the new identity; drawn from the seeds not tried yet, rendered only
-    when the first tries have failed.
+    when the first tries have failed. A face whose estimated age (``labels[1]``) is under ``config.retry_min_age``
+    gets no retries.
 
     With ``config.key`` the seeds are tried in their own order: they are keyed pseudonyms (the same for every photo
     of the person), and a ranking, which depends on each photo's pose and light, would pick different ones. Without
@@ -289,7 +290,7 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
                 start += len(batch)
                 yield from ranked_identities(models, ws, face, labels, batch, cfg, rank=False, mix=mix)
 
-    retries = config.retry_keep_layers is not None or config.retry_mix > 0
+    retries = (config.retry_keep_layers is not None or config.retry_mix > 0) and labels[1] >= config.retry_min_age
     if not retries or config.retry_after >= config.max_tries:
         yield from take(seeds, config, config.max_tries)
         return

@@ -211,6 +211,10 @@ def test_retries_move_the_kept_rows_halfway_to_the_new_identity(models, astronau
     plain = list(guard_tries(models, ws, astronaut_face, (0.5, 30.0), [21, 22, 23, 24],
                              SwapConfig(max_tries=4, retry_after=1, retry_mix=0)))
     assert all(p.mix == 0 and torch.equal(p.ws[:, keep], ws[:, keep]) for p in plain)
+    # nor for a young child (estimated under retry_min_age): dlib hardly tells small children apart, and their
+    # retries passed just over the bar (see SwapConfig.retry_min_age)
+    child = list(guard_tries(models, ws, astronaut_face, (0.5, 3.0), [21, 22, 23, 24], cfg))
+    assert len(child) == 4 and all(p.mix == 0 and torch.equal(p.ws[:, keep], ws[:, keep]) for p in child)
     with pytest.raises(Exception, match="retry_mix"):
         SwapConfig(retry_mix=1.5)
 
