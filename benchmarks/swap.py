@@ -2,11 +2,11 @@
 
     python benchmarks/swap.py [--data cache/utkface-deid128.safetensors] [--faces 500] [--threads 1]
                               [--settings "candidates=1;candidates=6 keep_layers=coarse,fine"]
-                              [--attributes none|PATH] [--json out.json]
+                              [--attributes none|PATH] [--json out.json] [--show-reid]
 
 Each held-out face (never used in training) is placed in a 384 px photo (``_heldout.as_photo``), detected, and
 swapped by ``deid.swap.swap_face`` with the identity guard on, once per setting (``;``-separated, each a space-separated
-list of ``SwapConfig`` fields; ``default`` = the defaults). Columns: re-identification rate (dlib distance < 0.6
+list of ``SwapConfig`` fields, ``field=`` for an empty string; ``default`` = the defaults). Columns: re-identification rate (dlib distance < 0.6
 between the original and the result, in the detected box), the same with the result's face in the box MTCNN finds
 in the result ("re-id rd", as an independent pipeline would look; faces it no longer finds count as not
 re-identified), mean identity distance, faces that needed more than

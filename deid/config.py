@@ -342,9 +342,10 @@ class SwapConfig:
     # one-off script, 32 tries each, never giving up), 5 frontal faces got no try past the guard with the coarse
     # rows kept; with them half mixed all 5 passed within 4 tries (with none kept all 5 passed too, but the new
     # face's eyes and brows no longer sat where the original's were: doubled brows at the blend's edge).
-    # benchmarks/swap.py, 150 held-out faces (session 11): retry_mix 0 -> 0.5 after 3 tries: fallbacks 0.320 ->
-    # 0.267 (18+ 0.11 -> 0.03, 10-17 0.15 -> 0.03, 0-9 0.78 -> 0.82: young children pass no guard, see the notes),
-    # re-identification 0 both, gender agreement 0.824 -> 0.836, age MAE 8.4 -> 7.8, pose error 0.109 -> 0.114.
+    # benchmarks/swap.py, 500 held-out faces (session 11), retry_mix 0 -> these defaults: fallbacks 0.300 -> 0.238
+    # (18+ 0.11 -> 0.02, 10-17 0.16 -> 0.06, 0-9 0.73 both: young children pass no guard, see retry_min_age),
+    # re-identification 0 both (in the re-detected box 0.002 -> 0), gender agreement 0.849 -> 0.850, age MAE 8.7 ->
+    # 8.6, pose error 0.101 -> 0.109, 272 -> 266 ms per face.
     # Fewer kept rows alone ("0-1", session 4) measured no fewer fallbacks. Retries only for faces estimated
     # retry_min_age or older: young children, whom dlib hardly tells apart, passed retries just over the bar in the
     # guard's box and were re-identified in the box MTCNN finds in the result (500 held-out faces: 3 one-year-olds,
