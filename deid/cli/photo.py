@@ -34,8 +34,9 @@ def unswappable_options(command):
                            help="Faces with more than this share of their box beyond the photo's edge are pixelated "
                                 "instead of swapped; 1 = swap whatever is cut.")(command)
     command = click.option("--max-cover-contrast", default=SwapConfig.max_cover_contrast, show_default=True,
-                           help="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, "
-                                "a scarf) are pixelated instead of swapped; 0 = no check.")(command)
+                           help="Faces whose cheeks and chin look this unlike skin next to the nose bridge (a mask, a "
+                                "scarf; bare faces mostly under 10) are pixelated instead of swapped; "
+                                "0 = no check.")(command)
     return click.option("--max-turn", default=SwapConfig.max_turn, show_default=True,
                         help="Faces turned further than this (nose offset from the eyes' midpoint over half the eye "
                              "distance; ~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit.")(command)

@@ -178,8 +178,8 @@ class AnonymizeOptions(BaseModel):
                     "~0.5 = three-quarter view) are pixelated instead of swapped; 0 = no limit (mode swap).")
     max_cover_contrast: float = Field(
         SwapConfig.max_cover_contrast, ge=0.0, le=1000.0,
-        description="Faces whose cheeks and chin differ this much in colour from the nose bridge (a mask, a scarf) "
-                    "are pixelated instead of swapped; 0 = no check (mode swap).")
+        description="Faces whose cheeks and chin look this unlike skin next to the nose bridge (a mask, a scarf; "
+                    "bare faces mostly under 10) are pixelated instead of swapped; 0 = no check (mode swap).")
     max_outside: float = Field(
         SwapConfig.max_outside, ge=0.0, le=1.0,
         description="Faces with more than this share of their box beyond the photo's edge are pixelated instead of "
