@@ -469,6 +469,10 @@ class VideoConfig:
 
     photo: PhotoConfig = field(default_factory=PhotoConfig)  # mode, detection and swap settings, as for photos
     detect_every: int = 3  # run the detector on every Nth frame (and the last); optical flow in between
+    # every Nth detection frame (and the last) runs all the detector's passes, the others its upright passes only
+    # (the turned and border passes cost ~60 % of a 720p detection); frames are held until a full detection, and a
+    # face only it finds is followed back through them, so it is not left in the frames before. 1 = every one full
+    full_detect_every: int = 2
     # decode and detect in a worker thread, ahead of tracking/anonymising/encoding, when torch has > 1 thread
     detect_ahead: bool = True
     track: TrackConfig = field(default_factory=TrackConfig)
@@ -482,6 +486,7 @@ class VideoConfig:
 
     def __post_init__(self):
         _check(self.detect_every >= 1, "detect_every must be >= 1")
+        _check(self.full_detect_every >= 1, "full_detect_every must be >= 1")
         _check(0 <= self.latent_smoothing < 1, "latent_smoothing must be in [0, 1)")
         _check(self.guard_every >= 0, "guard_every must be >= 0")
         _check(self.uncertain_mode in ("blur", "pixelate", "solid"), "uncertain_mode must be blur, pixelate or solid")

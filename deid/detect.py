@@ -198,12 +198,15 @@ def _tiles(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     return [(y, x) for y in starts(h) for x in starts(w)]
 
 
-def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
+def detect_faces(image: np.ndarray, detector: FaceDetector, *, parallel: bool | None = None) -> list[Face]:
     """Find every face in ``image``.
 
     Args:
         image: ``[H, W, 3]`` uint8 RGB.
         detector: a loaded ``FaceDetector`` (its ``config`` sets sizes and thresholds).
+        parallel: run the turned and border passes in threads of their own, beside the upright ones; None = when
+            torch has more than one thread. (Video sets it with one torch thread per stage: the passes then share
+            the cores with the stages that anonymise and encode.)
 
     Returns:
         ``Face`` list in original-image pixels, sorted by size, largest first; empty when there is no face.
@@ -216,7 +219,9 @@ def detect_faces(image: np.ndarray, detector: FaceDetector) -> list[Face]:
     s = min(1.0, cfg.max_size / max(h, w))
     work = _scaled(image, s)
     turned_job = cut_job = None
-    if torch.get_num_threads() > 1:  # the turned and border passes meanwhile, in threads of their own
+    if parallel is None:
+        parallel = torch.get_num_threads() > 1
+    if parallel:  # the turned and border passes meanwhile, in threads of their own
         if cfg.rotations:
             turned_job = _POOL.submit(_rotated_passes, work, cfg.rotations, detector, cfg.rotated_min_face * s,
                                       cfg.rotated_min_score)

@@ -248,12 +248,16 @@ def paste_synthetic(models: SwapModels, frame: np.ndarray, face: Face, aligned: 
                     seed: int, blend: str = "alpha", *, upscale: bool = True) -> np.ndarray:
     """Blend the generated face ``synthetic`` (in ``aligned``'s crop) into a copy of ``frame`` (``blend``: see
     ``deid.blend.blend_face``); where the crop is drawn larger than its pixels and an upscaler is loaded, the face
-    is upscaled first (unless ``upscale`` is False) and blended over a crop of the same, higher resolution."""
+    is upscaled first (unless ``upscale`` is False) and blended over a crop of the same, higher resolution. A
+    ``synthetic`` already at the upscaler's resolution (video upscales its anchor faces once) is blended as it is."""
     up = models.upscaler
     if upscale and will_upscale(models, aligned):
         G = models.G
-        hr = align_face(frame, face, G.img_resolution * up.scale, G.cfg.align_template)
-        return blend_face(frame, up(synthetic), hr.image, hr.matrix, seed=seed, method=blend)
+        side = G.img_resolution * up.scale
+        hr = align_face(frame, face, side, G.cfg.align_template)
+        if synthetic.shape[0] != side:
+            synthetic = up(synthetic)
+        return blend_face(frame, synthetic, hr.image, hr.matrix, seed=seed, method=blend)
     return blend_face(frame, synthetic, aligned.image, aligned.matrix, seed=seed, method=blend)
 
 

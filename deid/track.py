@@ -194,8 +194,10 @@ class FaceTracker:
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
     def step(self, rgb: np.ndarray, t: float, detections: list[Face] | None = None, *,
-             gray: np.ndarray | None = None) -> list[TrackedFace]:
-        """Advance to a new frame at time ``t`` (seconds); ``detections`` on detection frames, None otherwise."""
+             gray: np.ndarray | None = None, partial: bool = False) -> list[TrackedFace]:
+        """Advance to a new frame at time ``t`` (seconds); ``detections`` on detection frames, None otherwise.
+        ``partial``: the detections come from part of the detector's passes (video's upright-only detection frames),
+        so a track they miss is not counted missed: it goes on by flow, as between detections."""
         cfg = self.config
         self._frame += 1
         gray = self.gray(rgb) if gray is None else gray
@@ -225,7 +227,7 @@ class FaceTracker:
                 tr.missed, tr.lost_flow = 0, False
                 matched.add(tr.track_id)
             for i, tr in enumerate(self._tracks):
-                if i not in used_t:
+                if i not in used_t and not partial:
                     tr.missed += 1
             keep = []
             for tr in self._tracks:

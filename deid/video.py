@@ -6,9 +6,12 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
   of tracking, anonymising and encoding (``VideoConfig.detect_ahead``); the output is the same.
 
 * **No leaks.** Every detection starts or continues a track, and a track lives on by optical flow for a grace
-  period after its last detection. Frames between two detection frames are held back until the second one is
-  seen: a face first detected there is followed backwards through the held frames, so a face entering the picture
-  is covered from its first visible frame, not from the next detection. The last frame is always a detection frame.
+  period after its last detection. Every ``VideoConfig.full_detect_every``-th detection frame runs all the
+  detector's passes, the others its upright passes only (the turned and border passes are ~60 % of a 720p
+  detection); a track those miss goes on by flow, and only a full detection counts it missed. Frames are held back
+  until the next full detection: a face first detected there (or at any detection before it) is followed backwards
+  through the held frames, so a face entering the picture, tilted or cut by the edge too, is covered from its first
+  visible frame, not from the detection that found it. The last frame is always a full detection frame.
   A track whose position is uncertain (missed detection, flow lost) is blurred, never left as it was.
 * **One synthetic person per track.** The track's first frame fixes its labels (gender, age), its identity seed and
   the identity rows of W+; the identity guard checks it then and again every ``guard_every`` frames, with a margin
@@ -23,6 +26,7 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import queue
@@ -42,7 +46,7 @@ from .io.images import check_output_path
 from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_frames
 from .obscure import obscure_face
 from .swap import (SwapModels, encode_crop, face_labels, first_unrecognisable, guard_tries, identity_seed,
-                   paste_synthetic, render_ws, unswappable)
+                   paste_synthetic, render_ws, unswappable, will_upscale)
 from .track import FaceTracker, TrackedFace, backtrack
 from .types import Face
 
@@ -146,9 +150,11 @@ class _SwapState:
     keep: list[int]  # the W+ rows that follow the original face (the accepted try's kept rows)
     prev: tuple[int, torch.Tensor | None]  # (frame index, kept rows) of the last anchor used
     mix: float = 0.0  # the kept rows move this share toward new_ws's own (a retry's SwapConfig.retry_mix)
-    next: tuple[int, torch.Tensor | None] | None = None  # the coming anchor, once encoded
+    # the coming anchors, once encoded (more than one while frames are held across detections: VideoConfig)
+    next: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     frames_since_check: int = 0
     renders: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> the face rendered at that anchor
+    upscaled: dict[int, np.ndarray] = field(default_factory=dict)  # the same, upscaled (once, when a frame needs it)
 
 
 @dataclass
@@ -169,19 +175,26 @@ def _with_last(it: Iterator[VideoFrame]) -> Iterator[tuple[VideoFrame, bool]]:
         yield prev, True
 
 
-def _detected(src: str | Path, detector: FaceDetector, every: int, clock: dict[str, float]
-              ) -> Iterator[tuple[VideoFrame, list[Face] | None]]:
-    """The frames of ``src`` with their detections: on every ``every``-th frame and the last, None on the others.
-    Adds the seconds spent decoding and detecting to ``clock["decode"]`` and ``clock["detect"]``."""
+def _detected(src: str | Path, detector: FaceDetector, every: int, full_every: int, clock: dict[str, float],
+              parallel: bool | None = None) -> Iterator[tuple[VideoFrame, list[Face] | None, bool]]:
+    """The frames of ``src`` with their detections: on every ``every``-th frame and the last, None on the others;
+    and whether that detection was full. Every ``full_every``-th detection frame (and the last) runs all of
+    ``detector``'s passes; the others its upright passes only (``VideoConfig.full_detect_every``). Adds the seconds
+    spent decoding and detecting to ``clock["decode"]`` and ``clock["detect"]``."""
+    upright = copy.copy(detector)  # shares the networks
+    upright.config = dataclasses.replace(detector.config, rotations=(), border_min_face=0)
     t0 = time.perf_counter()
+    n = 0
     for frame, last in _with_last(read_frames(src)):
         t1 = time.perf_counter()
         clock["decode"] += t1 - t0
-        dets = None
+        dets, full = None, False
         if frame.index % every == 0 or last:
-            dets = detect_faces(frame.pixels, detector)
+            full = n % full_every == 0 or last
+            n += 1
+            dets = detect_faces(frame.pixels, detector if full else upright, parallel=parallel)
             clock["detect"] += time.perf_counter() - t1
-        yield frame, dets
+        yield frame, dets, full
         t0 = time.perf_counter()
 
 
@@ -407,18 +420,22 @@ class _Anonymizer:
         """Encode the kept rows of every swapped track on a detection frame, before the held frames are rendered."""
         for tf in faces:
             state = self.states.get(tf.track_id)
-            if (isinstance(state, _SwapState) and state.keep and tf.status != "uncertain"
-                    and frame.index > state.prev[0]):
+            if not isinstance(state, _SwapState) or not state.keep or tf.status == "uncertain":
+                continue
+            last = state.next[-1] if state.next else state.prev
+            if frame.index > last[0]:
                 _, ws, _ = self._encode(frame.pixels, tf.face)
-                state.next = (frame.index, self._smooth(state.prev[1], ws[:, state.keep]))
+                state.next.append((frame.index, self._smooth(last[1], ws[:, state.keep])))
 
     def _smooth(self, prev: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
         a = self.cfg.latent_smoothing
         return new if prev is None else prev * a + new * (1 - a)
 
     @staticmethod
-    def _anchor_face(models: SwapModels, state: _SwapState, index: int, kept: torch.Tensor | None) -> np.ndarray:
-        """The synthetic face at anchor ``index`` (kept rows ``kept``), rendered once; the last three are kept."""
+    def _anchor_face(models: SwapModels, state: _SwapState, index: int, kept: torch.Tensor | None,
+                     upscaled: bool = False) -> np.ndarray:
+        """The synthetic face at anchor ``index`` (kept rows ``kept``), rendered once (and upscaled once, when
+        ``upscaled``); the last three anchors are kept."""
         if index not in state.renders:
             ws = state.new_ws.clone()
             if kept is not None:
@@ -426,31 +443,40 @@ class _Anonymizer:
             state.renders[index] = render_ws(models, ws)
             for old in sorted(state.renders)[:-3]:
                 del state.renders[old]
-        return state.renders[index]
+                state.upscaled.pop(old, None)
+        if not upscaled:
+            return state.renders[index]
+        if index not in state.upscaled:
+            state.upscaled[index] = models.upscaler(state.renders[index])
+        return state.upscaled[index]
 
     def _swap(self, out: np.ndarray, frame: VideoFrame, face: Face, raw: Face, state: _SwapState, tr: TrackReport,
               track_id: int) -> np.ndarray:
         aligned = align_face(out, face, self.models.G.img_resolution, self.models.G.cfg.align_template)
         models = self.models
+        # frames between anchors cross-fade the anchors' faces after upscaling, so each is upscaled once (the
+        # upscaler is 2/3 of a swapped face's time per frame; its outputs of two close faces fade as smoothly)
+        hi = will_upscale(models, aligned)
         if not state.keep:
-            synthetic = self._anchor_face(models, state, -1, None)  # nothing follows the original: one face
+            synthetic = self._anchor_face(models, state, -1, None, hi)  # nothing follows the original: one face
         else:
-            (i0, k0), nxt = state.prev, state.next
+            (i0, k0), nxt = state.prev, (state.next[0] if state.next else None)
             if nxt is not None and i0 < frame.index <= nxt[0]:
                 a = (frame.index - i0) / (nxt[0] - i0)
-                end = self._anchor_face(models, state, nxt[0], nxt[1])
+                end = self._anchor_face(models, state, nxt[0], nxt[1], hi)
                 if a < 1:
-                    start = self._anchor_face(models, state, i0, k0).astype(np.float32)
+                    start = self._anchor_face(models, state, i0, k0, hi).astype(np.float32)
                     synthetic = np.rint(start + (end.astype(np.float32) - start) * a).astype(np.uint8)
                 else:
                     synthetic = end
                 if frame.index == nxt[0]:
-                    state.prev, state.next = nxt, None
+                    state.prev = state.next.pop(0)
             else:  # no anchor ahead (the track was born in held frames, or lost its anchor): encode this frame
                 _, ws, _ = self._encode(out, face)
                 kept = self._smooth(k0, ws[:, state.keep])
-                state.prev, state.next = (frame.index, kept), None
-                synthetic = self._anchor_face(models, state, frame.index, kept)
+                state.prev = (frame.index, kept)
+                state.next = [a for a in state.next if a[0] > frame.index]
+                synthetic = self._anchor_face(models, state, frame.index, kept, hi)
         result = paste_synthetic(models, out, face, aligned, synthetic, state.seed ^ frame.index, self.swap_cfg.blend)
         state.frames_since_check += 1
         every = self.cfg.guard_every
@@ -526,19 +552,23 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
         # has more than one thread; the two threads share them (torch's thread count is process-wide: halved for
         # the video, restored after). Measured: benchmarks/video.py --threads 2 [--no-ahead]
         threads = torch.get_num_threads()
-        source = _detected(src, detector, config.detect_every, t)
+        use_ahead = config.detect_ahead and threads > 1
+        source = _detected(src, detector, config.detect_every, config.full_detect_every, t,
+                           parallel=use_ahead or None)
         ahead = None
-        if config.detect_ahead and threads > 1:
+        if use_ahead:
             torch.set_num_threads(threads // 2)
             ahead = _Ahead(source, depth=2 * config.detect_every + 2)
         try:
-            for frame, dets in (ahead if ahead is not None else source):
+            for frame, dets, full in (ahead if ahead is not None else source):
                 is_det = dets is not None
                 if is_det:
                     report.detection_frames += 1
                 t0 = time.perf_counter()
                 gray = FaceTracker.gray(frame.pixels)
-                live = tracker.step(frame.pixels, frame.time, dets, gray=gray)
+                # a track the upright passes alone miss (tilted, cut by the edge) is followed by flow until the next
+                # full detection, which alone counts it missed
+                live = tracker.step(frame.pixels, frame.time, dets, gray=gray, partial=is_det and not full)
                 current = _Held(frame, gray, live)
                 if is_det:
                     born = [tf for tf in live if tf.age == 0]
@@ -552,12 +582,16 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
                     t0 = time.perf_counter()
                     anon.anchor(frame, live)
                     t["anonymize"] += time.perf_counter() - t0
+                if full:
+                    # frames are held until a full detection has looked at them (or after them): a face that only
+                    # its turned or border passes find is followed back through every frame since the last one
                     for h in held:
                         emit(h)
                     held = []
                     emit(current)
                 else:
-                    t["track"] += time.perf_counter() - t0
+                    if not is_det:
+                        t["track"] += time.perf_counter() - t0
                     held.append(current)
         finally:
             if ahead is not None:

@@ -182,15 +182,20 @@ def test_swapped_track_renders_at_detection_frames_only(clip, detector, swap_mod
     import deid.video
     from deid.config import SwapConfig
 
-    renders = []
+    renders, upscaled = [], []
     real_render = deid.video.render_ws
     monkeypatch.setattr(deid.video, "render_ws", lambda m, ws: renders.append(1) or real_render(m, ws))
+    assert swap_models.upscaler is not None
+    up_cls = type(swap_models.upscaler)
+    real_up = up_cls.__call__
+    monkeypatch.setattr(up_cls, "__call__", lambda self, face: upscaled.append(1) or real_up(self, face))
     cfg = VideoConfig(photo=PhotoConfig(mode="swap", swap=SwapConfig(threshold=0.2)), detect_every=3)
     out = tmp_path / "anon.mp4"
     rep = anonymize_video(clip.path, out, detector=detector, config=cfg, models=swap_models)
     swapped = [t for t in rep.tracks if t.method == "swap"]
     assert swapped and swapped[0].frames == 24
     assert 0 < len(renders) <= rep.detection_frames  # not one per frame (24)
+    assert 0 < len(upscaled) <= rep.detection_frames + swapped[0].tries  # anchors upscaled once each, not per frame
     src, dst = list(read_frames(clip.path)), list(read_frames(out))
     for i, boxes in enumerate(clip.boxes):
         for j, box in boxes:
@@ -328,9 +333,9 @@ def test_missed_detection_blurs_the_tracked_face_instead_of_leaving_it(clip, det
     calls = {"n": 0}
     real = video_mod.detect_faces
 
-    def flaky(pixels, det):  # the detector misses every face on its third call (frame 6)
+    def flaky(pixels, det, **kw):  # the detector misses every face on its third call (frame 6, a full detection)
         calls["n"] += 1
-        return [] if calls["n"] == 3 else real(pixels, det)
+        return [] if calls["n"] == 3 else real(pixels, det, **kw)
 
     monkeypatch.setattr(video_mod, "detect_faces", flaky)
     seen: dict[int, set[str]] = {}
@@ -344,6 +349,33 @@ def test_missed_detection_blurs_the_tracked_face_instead_of_leaving_it(clip, det
     for i in (6, 7, 8):
         for _, box in clip.boxes[i]:
             assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i} left as it was"
+
+
+def test_a_tilted_head_only_full_detections_find_is_covered_from_its_first_frame(detector, tmp_path):
+    """Every other detection frame runs the upright passes only (VideoConfig.full_detect_every 2). A head tilted
+    75 degrees, which only the turned passes find, enters on frame 1: the upright detection on frame 3 misses it, the
+    full one on frame 6 finds it, and frames 1-5, held until then, get it by backward flow. Once found, the upright
+    detections that miss it leave it to flow: it is not blurred as "uncertain" between full detections."""
+    from deid.detect import FaceDetector
+
+    movers = [Mover("astronaut", 90, 120, 110, 190, 130, 0.04, 1.0, roll=75.0)]
+    clip = make_clip(tmp_path / "tilted.mp4", movers, width=320, height=240, frames=24, fps=24)
+    assert not clip.boxes[0] and clip.boxes[1]
+    src = list(read_frames(clip.path))
+    upright = FaceDetector(dataclasses.replace(detector.config, rotations=(), border_min_face=0))
+    assert not upright(src[3].pixels) and detector(src[6].pixels), "the clip no longer tests the turned passes"
+    seen: dict[int, set[str]] = {}
+    out = tmp_path / "anon.mp4"
+    cfg = VideoConfig(photo=PhotoConfig(mode="pixelate"), detect_every=3, full_detect_every=2)
+    rep = anonymize_video(clip.path, out, detector=detector, config=cfg,
+                          observe=lambda i, faces: seen.setdefault(i, {s for _, _, s in faces}))
+    assert rep.detection_frames == 9 and len(rep.tracks) == 1
+    assert all(seen[i] == {"backfilled"} for i in range(1, 6)) and seen[6] == {"detected"}
+    assert all(seen[i] and "uncertain" not in seen[i] for i in range(6, 24)), seen
+    dst = list(read_frames(out))
+    for i, boxes in enumerate(clip.boxes):
+        for _, box in boxes:
+            assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i}: the tilted face left as it was"
 
 
 def test_turned_heads_are_obscured_with_hysteresis(clip, detector, swap_models, tmp_path):

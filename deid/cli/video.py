@@ -27,6 +27,10 @@ def _eta(seconds: float) -> str:
               help="swap: one synthetic person per tracked face; blur/pixelate/solid: obscure faces.")
 @click.option("--detect-every", default=3, show_default=True,
               help="Run the face detector on every Nth frame (and the last); optical-flow tracking in between.")
+@click.option("--full-detect-every", default=2, show_default=True,
+              help="Every Nth detection frame runs all passes (tilted heads, faces cut by the edge), the others the "
+                   "upright passes only; frames wait for the next full detection, so no face it finds is left "
+                   "before it. 1 = every detection full (slower).")
 @click.option("--min-face", default=20, show_default=True, help="Smallest face to find, in pixels.")
 @click.option("--det-threshold", default=0.9, show_default=True, help="Minimum detection score.")
 @click.option("--upright-only", is_flag=True,
@@ -49,8 +53,8 @@ def _eta(seconds: float) -> str:
               help="Its encoder (default: shipped models/deid64-encoder.safetensors).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = default).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only, no_border, threshold, max_turn,
-          max_cover_contrast, max_outside, seed, key, psi, codec, crf, no_audio,
+def video(inputs, out, mode, detect_every, full_detect_every, min_face, det_threshold, upright_only, no_border,
+          threshold, max_turn, max_cover_contrast, max_outside, seed, key, psi, codec, crf, no_audio,
           force, generator, encoder, threads, device) -> None:
     """Anonymise every face in videos. Output keeps resolution, frame timing (variable too), rotation and audio.
     Inputs are never modified; a video whose output and report already exist is skipped (resume), unless --force.
@@ -78,7 +82,8 @@ def video(inputs, out, mode, detect_every, min_face, det_threshold, upright_only
                                         swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold,
                                                         max_turn=max_turn, max_cover_contrast=max_cover_contrast,
                                                         max_outside=max_outside)),
-                      detect_every=detect_every, codec=codec, crf=crf, audio=not no_audio)
+                      detect_every=detect_every, full_detect_every=full_detect_every, codec=codec, crf=crf,
+                      audio=not no_audio)
     failed = 0
     for p in inputs:
         if not p.exists():

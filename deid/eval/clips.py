@@ -34,6 +34,7 @@ class Mover:
     y1: float
     start: float = 0.0
     end: float = 1.0
+    roll: float = 0.0  # degrees the head is tilted, counter-clockwise (its true box: the turned box's bounds)
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,18 @@ def _paste(frame: np.ndarray, sprite, m: Mover, t: float) -> np.ndarray | None:
     cw, ch = max(int(round(crop.shape[1] * s)), 2), max(int(round(crop.shape[0] * s)), 2)
     c = cv2.resize(crop, (cw, ch), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     a = cv2.resize(alpha, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    box = box * s
+    if m.roll:  # turn the sprite about the face centre, on a canvas that holds all of it
+        r = cv2.getRotationMatrix2D(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), m.roll, 1.0)
+        corners = np.array([[0, 0, 1], [cw, 0, 1], [0, ch, 1], [cw, ch, 1]], np.float64) @ r.T
+        r[:, 2] -= corners.min(axis=0)
+        cw, ch = (int(np.ceil(v)) for v in corners.max(axis=0) - corners.min(axis=0))
+        c = cv2.warpAffine(c, r, (cw, ch), flags=cv2.INTER_LINEAR)
+        a = cv2.warpAffine(a, r, (cw, ch), flags=cv2.INTER_LINEAR)
+        turned = np.array([[box[0], box[1], 1], [box[2], box[1], 1], [box[0], box[3], 1], [box[2], box[3], 1]]) @ r.T
+        box = np.concatenate([turned.min(axis=0), turned.max(axis=0)]).astype(np.float32)
     cx, cy = m.x0 + (m.x1 - m.x0) * t, m.y0 + (m.y1 - m.y0) * t
-    fcx, fcy = (box[0] + box[2]) / 2 * s, (box[1] + box[3]) / 2 * s
+    fcx, fcy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     ox, oy = int(round(cx - fcx)), int(round(cy - fcy))
     H, W = frame.shape[:2]
     x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + cw, W), min(oy + ch, H)
@@ -94,9 +105,10 @@ def _paste(frame: np.ndarray, sprite, m: Mover, t: float) -> np.ndarray | None:
     reg = frame[y0:y1, x0:x1].astype(np.float32)
     al = a[y0 - oy : y1 - oy, x0 - ox : x1 - ox, None]
     frame[y0:y1, x0:x1] = np.clip(reg * (1 - al) + c[y0 - oy : y1 - oy, x0 - ox : x1 - ox] * al, 0, 255).astype(np.uint8)
-    fb = box * s + np.array([ox, oy, ox, oy], np.float32)
+    fb = box + np.array([ox, oy, ox, oy], np.float32)
+    width = fb[2] - fb[0]
     fb = np.clip(fb, [0, 0, 0, 0], [W, H, W, H])
-    if (fb[2] - fb[0]) < 0.6 * m.size * (box[2] - box[0]) / (box[3] - box[1]):  # mostly outside the frame
+    if (fb[2] - fb[0]) < 0.6 * width:  # mostly outside the frame
         return None
     return fb
 
