@@ -69,7 +69,7 @@ def main() -> None:
             faces.append(found[0])
             truth.append(("female" if ds.female[i] > 0.5 else "male", float(ds.age[i])))
     before = [attrs.estimate(p, f.box) for p, f in zip(photos, faces)]
-    originals = [models.judge.embed(p, f.box) for p, f in zip(photos, faces)]
+    originals = [models.judge.embed(p, f) for p, f in zip(photos, faces)]
     rows = []
     print(f"{len(photos)} held-out faces detected in their photos (of {len(ds)} held out)")
     judge_gender = np.mean([b.gender == t[0] for b, t in zip(before, truth)])
@@ -110,7 +110,7 @@ def main() -> None:
             if again:
                 pose.append(float(np.linalg.norm(again[0].landmarks - face.landmarks, axis=1).mean() / face.inter_ocular))
                 # as an independent pipeline would check it: the judge in the box its detector finds in the result
-                redetected.append(models.judge.distance(originals[i], models.judge.embed(out, again[0].box)))
+                redetected.append(models.judge.distance(originals[i], models.judge.embed(out, again[0])))
                 if args.show_reid and redetected[-1] < 0.6:
                     iou = float(box_iou(again[0].box, face.box)[0, 0])
                     print(f"  re-identified: face {i} (true age {truth_i[1]:g}), {res.method} after {res.tries} "

@@ -140,8 +140,8 @@ def main() -> None:
                     lm_store[j][i] = found[m].landmarks
                     if det_img is b:
                         redetected += 1
-                        e_in = judge.embed(a, found[m].box)
-                        e_out = judge.embed(b, found[m].box)
+                        e_in = judge.embed(a, found[m])
+                        e_out = judge.embed(b, found[m])
                         if judge.distance(e_in, e_out) < 0.6:
                             leaks += 1
                             leak_where[j].append(i)

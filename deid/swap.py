@@ -357,7 +357,7 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
         screen = attempt > 0 and will_upscale(models, aligned)
         outs = [paste_synthetic(models, frame, face, aligned, c.image, c.seed ^ grain, config.blend,
                                 upscale=not screen) for c in chunk]
-        for cand, out, e in zip(chunk, outs, judge.embed_many(outs, [face.box] * len(outs))):
+        for cand, out, e in zip(chunk, outs, judge.embed_many(outs, [face] * len(outs))):
             attempt += 1
             dist = judge.distance(original, e)
             best = max(best, dist)
@@ -365,7 +365,7 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
                 if dist < bar - SCREEN_SLACK:
                     continue
                 out = paste_synthetic(models, frame, face, aligned, cand.image, cand.seed ^ grain, config.blend)
-                dist = judge.distance(original, judge.embed(out, face.box))
+                dist = judge.distance(original, judge.embed(out, face))
                 best = max(best, dist)
             if dist >= bar:
                 return attempt, cand, out, dist
@@ -383,7 +383,7 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     ``cluster``: the face's identity-cluster label, used with ``config.key`` (see ``identity_seed``); None = none.
     """
     G, judge = models.G, models.judge
-    original = judge.embed(frame, face.box)
+    original = judge.embed(frame, face)
     reason = unswappable(frame, face, config)
     if reason:  # a turned head or a covered face: no convincing swap, so none is tried (nor encoded)
         out, method, dist = obscured(frame, face, models, config, original)
@@ -448,9 +448,9 @@ def obscured(frame: np.ndarray, face: Face, models: SwapModels, config: SwapConf
     ``threshold + margin`` of ``original`` (its descriptor): (new frame, method, identity distance)."""
     judge, method = models.judge, config.fallback
     out = obscure_face(frame, face, method)
-    dist = judge.distance(original, judge.embed(out, face.box))
+    dist = judge.distance(original, judge.embed(out, face))
     if dist < config.threshold + config.margin and method != "solid":  # still recognisable: cover it completely
         method = "solid"
         out = obscure_face(frame, face, method)
-        dist = judge.distance(original, judge.embed(out, face.box))
+        dist = judge.distance(original, judge.embed(out, face))
     return out, method, dist

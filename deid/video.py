@@ -377,7 +377,7 @@ class _Anonymizer:
         judge, cfg = self.models.judge, self.swap_cfg
         aligned, ws, head = self._encode(out, face)
         tr.female, tr.age = face_labels(self.models, out, face, head)
-        original = judge.embed(out, face.box)
+        original = judge.embed(out, face)
         # A face that starts under SMALL_FACE pixels is not swapped: there the judge's distance wanders by more than
         # any margin between two checks (benchmarks/video.py caught a 40 px swap that dlib re-identified on a frame
         # between checks), so the guard cannot vouch for a swap over the frames it does not check.
@@ -412,8 +412,8 @@ class _Anonymizer:
         (``original``: its embedding, when already computed)."""
         judge = self.models.judge
         if original is None:
-            original = judge.embed(before, face.box)
-        dist = judge.distance(original, judge.embed(after, face.box))
+            original = judge.embed(before, face)
+        dist = judge.distance(original, judge.embed(after, face))
         return dist < self.swap_cfg.threshold + _margin(face, self.swap_cfg)
 
     def anchor(self, frame: VideoFrame, faces: list[TrackedFace]) -> None:
@@ -483,8 +483,8 @@ class _Anonymizer:
         if every and state.frames_since_check >= every:
             state.frames_since_check = 0
             judge = self.models.judge
-            original = judge.embed(out, face.box)
-            dist = judge.distance(original, judge.embed(result, face.box))
+            original = judge.embed(out, face)
+            dist = judge.distance(original, judge.embed(result, face))
             tr.guard_checks += 1
             tr.min_identity_distance = min(tr.min_identity_distance, dist)
             if dist < self.swap_cfg.threshold + _margin(face, self.swap_cfg):  # drifted toward the original: fail closed

@@ -193,8 +193,8 @@ def _evaluate_pair(rel: str, original: np.ndarray, anonymized: np.ndarray, judge
     if not faces:
         return []
     boxes = np.stack([f.box for f in faces])  # [K, 4]
-    emb_o = judges.identity.embed_batch(original, boxes)
-    emb_a = judges.identity.embed_batch(anonymized, boxes)
+    emb_o = judges.identity.embed_batch(original, faces)  # Faces: a tilted head is judged turned upright
+    emb_a = judges.identity.embed_batch(anonymized, faces)
     att_o = judges.attributes.estimate_batch(original, boxes)
     att_a = judges.attributes.estimate_batch(anonymized, boxes)
     found_o = redetected(original, boxes, judges.redetector, min_iou=min_iou)
