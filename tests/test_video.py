@@ -333,14 +333,14 @@ def test_missed_detection_blurs_the_tracked_face_instead_of_leaving_it(clip, det
     calls = {"n": 0}
     real = video_mod.detect_faces
 
-    def flaky(pixels, det, **kw):  # the detector misses every face on its third call (frame 6, a full detection)
+    def flaky(pixels, det, **kw):  # the detector misses every face on its third call (frame 6)
         calls["n"] += 1
         return [] if calls["n"] == 3 else real(pixels, det, **kw)
 
     monkeypatch.setattr(video_mod, "detect_faces", flaky)
     seen: dict[int, set[str]] = {}
     out = tmp_path / "flaky.mp4"
-    cfg = VideoConfig(photo=PhotoConfig(mode="pixelate"), detect_every=3)
+    cfg = VideoConfig(photo=PhotoConfig(mode="pixelate"), detect_every=3, full_detect_every=1)  # all full
     rep = anonymize_video(clip.path, out, detector=detector, config=cfg,
                           observe=lambda i, faces: seen.setdefault(i, {s for _, _, s in faces}))
     assert seen[6] == {"uncertain"} and seen[7] - {"backfilled"} == {"uncertain"} and "detected" in seen[9]

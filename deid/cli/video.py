@@ -27,7 +27,7 @@ def _eta(seconds: float) -> str:
               help="swap: one synthetic person per tracked face; blur/pixelate/solid: obscure faces.")
 @click.option("--detect-every", default=3, show_default=True,
               help="Run the face detector on every Nth frame (and the last); optical-flow tracking in between.")
-@click.option("--full-detect-every", default=2, show_default=True,
+@click.option("--full-detect-every", default=3, show_default=True,
               help="Every Nth detection frame runs all passes (tilted heads, faces cut by the edge), the others the "
                    "upright passes only; frames wait for the next full detection, so no face it finds is left "
                    "before it. 1 = every detection full (slower).")
