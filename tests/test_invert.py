@@ -106,7 +106,7 @@ def test_identity_loss_follows_the_judge(astronaut, astronaut_face):
     assert judge.distance(loss.target[0].numpy(), own) < 0.06
     assert float(loss(target)[0]) < 0.3  # jittered by 3 % of the chip, the same face stays well inside 0.6
     x = to_tensor(cv2.GaussianBlur(crop, (0, 0), 3)).requires_grad_(True)
-    d0 = float(loss(x)[0])
+    d0 = float(loss(x)[0].detach())
     opt = torch.optim.Adam([x], lr=0.02)
     for _ in range(15):
         opt.zero_grad()
