@@ -274,6 +274,9 @@ class _Anonymizer:
         # meanwhile
         self.unswappable_modes: dict[int, str] = {}
         self.tracks: dict[int, TrackReport] = {}
+        # detection frames seen before a track's synthetic person exists (it is created when the track's first held
+        # frame is rendered): their anchors are encoded once it does, instead of every held frame after its start
+        self.unstarted: dict[int, list[tuple[VideoFrame, Face]]] = {}
 
     def _track(self, track_id: int, index: int) -> TrackReport:
         tr = self.tracks.get(track_id)
@@ -327,6 +330,10 @@ class _Anonymizer:
             self.states[track_id] = state
             if isinstance(state, str):
                 self.report.fallback_face_frames += 1
+            elif state.keep:
+                for later, at in self.unstarted.pop(track_id, []):
+                    if later.index > state.prev[0]:
+                        self._add_anchor(state, later, at)
             return out
         if isinstance(state, str):
             self.report.fallback_face_frames += 1
@@ -420,12 +427,25 @@ class _Anonymizer:
         """Encode the kept rows of every swapped track on a detection frame, before the held frames are rendered."""
         for tf in faces:
             state = self.states.get(tf.track_id)
-            if not isinstance(state, _SwapState) or not state.keep or tf.status == "uncertain":
+            if tf.status == "uncertain":
                 continue
-            last = state.next[-1] if state.next else state.prev
-            if frame.index > last[0]:
-                _, ws, _ = self._encode(frame.pixels, tf.face)
-                state.next.append((frame.index, self._smooth(last[1], ws[:, state.keep])))
+            if state is None and self.cfg.photo.mode == "swap":
+                self.unstarted.setdefault(tf.track_id, []).append((frame, tf.face))
+            elif isinstance(state, _SwapState) and state.keep:
+                self._add_anchor(state, frame, tf.face)
+
+    def _add_anchor(self, state: _SwapState, frame: VideoFrame, face: Face) -> None:
+        """Encode the kept rows at detection frame ``frame`` (smoothed with the anchor before) as the track's next
+        anchor."""
+        last = state.next[-1] if state.next else state.prev
+        if frame.index > last[0]:
+            _, ws, _ = self._encode(frame.pixels, face)
+            state.next.append((frame.index, self._smooth(last[1], ws[:, state.keep])))
+
+    def forget_unstarted(self) -> None:
+        """Drop the detection frames kept for tracks still without a synthetic person (called once every held
+        frame is rendered: a track that did not start by then starts later, from frames of its own)."""
+        self.unstarted.clear()
 
     def _smooth(self, prev: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
         a = self.cfg.latent_smoothing
@@ -589,6 +609,7 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
                         emit(h)
                     held = []
                     emit(current)
+                    anon.forget_unstarted()
                 else:
                     if not is_det:
                         t["track"] += time.perf_counter() - t0

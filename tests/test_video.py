@@ -202,6 +202,33 @@ def test_swapped_track_renders_at_detection_frames_only(clip, detector, swap_mod
             assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i}: face {j} left as it was"
 
 
+def test_a_track_born_in_held_frames_renders_at_detection_frames_only(swap_models, detector, tmp_path, monkeypatch):
+    """A face entering on frame 1 is first detected on frame 3 (upright-only), its frames held until the full
+    detection on frame 9; its synthetic person starts on frame 1 when those are rendered. The detection frames it was
+    seen on before that (3, 6, 9) become its anchors then: the generator runs per anchor, not per held frame."""
+    import deid.video
+    from deid.config import SwapConfig
+
+    clip = make_clip(tmp_path / "enter.mp4", [Mover("astronaut", 100, 160, 120, 180, 125, 0.04, 1.0)],
+                     width=320, height=240, frames=24, fps=24)
+    assert not clip.boxes[0] and clip.boxes[1]
+    renders, seen = [], {}
+    real_render = deid.video.render_ws
+    monkeypatch.setattr(deid.video, "render_ws", lambda m, ws: renders.append(1) or real_render(m, ws))
+    cfg = VideoConfig(photo=PhotoConfig(mode="swap", swap=SwapConfig(threshold=0.2)), detect_every=3,
+                      full_detect_every=3)
+    rep = anonymize_video(clip.path, tmp_path / "anon.mp4", detector=detector, config=cfg, models=swap_models,
+                          observe=lambda i, faces: seen.setdefault(i, {s for _, _, s in faces}))
+    assert seen[1] == {"backfilled"} and seen[3] == {"detected"}
+    (t,) = rep.tracks
+    assert t.method == "swap" and t.first_frame == 1 and t.frames == 23
+    assert len(renders) <= rep.detection_frames + 1  # anchors (and the start), not one per frame (23)
+    src, dst = list(read_frames(clip.path)), list(read_frames(tmp_path / "anon.mp4"))
+    for i, boxes in enumerate(clip.boxes):
+        for _, box in boxes:
+            assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i}: the face left as it was"
+
+
 def test_blur_mode_and_no_audio(clip, detector, tmp_path):
     out = tmp_path / "blur.mkv"
     cfg = VideoConfig(photo=PhotoConfig(mode="blur"), detect_every=2, audio=False)
