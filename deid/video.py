@@ -106,6 +106,7 @@ class VideoReport:
     info: VideoInfo
     frames: int = 0  # frames written
     detection_frames: int = 0
+    full_detection_frames: int = 0  # of which ran all the detector's passes (the others: upright only)
     frames_with_faces: int = 0
     face_frames: int = 0  # (track, frame) pairs anonymised
     uncertain_face_frames: int = 0  # of which blurred for an uncertain position
@@ -124,7 +125,8 @@ class VideoReport:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "output": self.output, "input": self.info.to_dict(), "frames": self.frames,
-                "detection_frames": self.detection_frames, "frames_with_faces": self.frames_with_faces,
+                "detection_frames": self.detection_frames, "full_detection_frames": self.full_detection_frames,
+                "frames_with_faces": self.frames_with_faces,
                 "face_frames": self.face_frames, "uncertain_face_frames": self.uncertain_face_frames,
                 "fallback_face_frames": self.fallback_face_frames, "turned_face_frames": self.turned_face_frames,
                 "covered_face_frames": self.covered_face_frames, "cut_face_frames": self.cut_face_frames,
@@ -584,6 +586,7 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
                 is_det = dets is not None
                 if is_det:
                     report.detection_frames += 1
+                    report.full_detection_frames += full
                 t0 = time.perf_counter()
                 gray = FaceTracker.gray(frame.pixels)
                 # a track the upright passes alone miss (tilted, cut by the edge) is followed by flow until the next

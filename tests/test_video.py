@@ -162,6 +162,7 @@ def test_swap_video_changes_every_face_in_every_frame(clip, detector, swap_model
     assert min(i for i, b in enumerate(clip.boxes) if any(j == 1 for j, _ in b)) == 7
     d = rep.to_dict()
     assert d["frames"] == 24 and d["detection_frames"] == 9  # 0, 3, ..., 21 and the last frame
+    assert d["full_detection_frames"] == 4  # 0, 9, 18 and the last (the default: every third detection)
     assert len(rep.tracks) >= 2 and sum(t.backfilled for t in rep.tracks) >= 2
     big = [t for t in rep.tracks if t.first_frame == 0]
     assert big and big[0].tries >= 1  # the 100 px face was tried for a swap; the 64 px one only obscured
@@ -396,7 +397,7 @@ def test_a_tilted_head_only_full_detections_find_is_covered_from_its_first_frame
     cfg = VideoConfig(photo=PhotoConfig(mode="pixelate"), detect_every=3, full_detect_every=2)
     rep = anonymize_video(clip.path, out, detector=detector, config=cfg,
                           observe=lambda i, faces: seen.setdefault(i, {s for _, _, s in faces}))
-    assert rep.detection_frames == 9 and len(rep.tracks) == 1
+    assert rep.detection_frames == 9 and rep.full_detection_frames == 5 and len(rep.tracks) == 1  # 0 6 12 18 23
     assert all(seen[i] == {"backfilled"} for i in range(1, 6)) and seen[6] == {"detected"}
     assert all(seen[i] and "uncertain" not in seen[i] for i in range(6, 24)), seen
     dst = list(read_frames(out))

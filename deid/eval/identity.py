@@ -197,7 +197,8 @@ class IdentityJudge:
                                      borderMode=cv2.BORDER_REPLICATE)
             shape = self.shape_predictor(upright, rect)
             pts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
-            back = pts @ cv2.invertAffineTransform(m)[:, :2].T + cv2.invertAffineTransform(m)[:, 2]
+            inv = cv2.invertAffineTransform(m)
+            back = pts @ inv[:, :2].T + inv[:, 2]
             shapes.append(dlib.full_object_detection(rect, [dlib.point(int(round(x)), int(round(y)))
                                                             for x, y in back]))
         return image, shapes
