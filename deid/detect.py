@@ -253,6 +253,7 @@ def detect_faces(image: np.ndarray, detector: FaceDetector, *, parallel: bool | 
                         keep = np.maximum(found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]) < cfg.small_face * 3
                         rows.append(_rescale(found[keep], 1 / t, x, y))
     allrows = _filtered(np.concatenate(rows, axis=0), cfg)
+    found_by = ["upright"] * len(allrows)
     # 3) heads tilted beyond what MTCNN finds upright: the working image turned by each angle (faces from
     # rotated_min_face px), each face found confirmed upright in a crop of its own, mapped back. They add faces the
     # upright passes missed, and replace upright detections of faces tilted more than _UPRIGHT_MAX_ROLL (whose
@@ -268,13 +269,17 @@ def detect_faces(image: np.ndarray, detector: FaceDetector, *, parallel: bool | 
             add = (np.abs(_roll(turned)) > _UPRIGHT_MAX_ROLL) | ~same.any(axis=1)
             drop = same[add].any(axis=0)
             allrows = np.concatenate([allrows[~drop], turned[add]])
+            found_by = [f for f, d in zip(found_by, drop) if not d] + ["turned"] * int(add.sum())
     # 4) faces cut by the photo's edge that the passes above missed (_border_passes)
     if cfg.border_min_face:
         found = cut_job.result() if cut_job is not None else _border_passes(work, detector, cfg.border_min_face * s)
         cut = _filtered(_rescale(found, 1 / s, 0, 0), cfg)
         if len(cut):
-            allrows = np.concatenate([allrows, cut[~_same_face(cut, allrows, cfg.nms_iou).any(axis=1)]])
-    faces = [Face(box=r[:4], score=float(r[4]), landmarks=r[5:].reshape(5, 2)) for r in allrows]
+            new = cut[~_same_face(cut, allrows, cfg.nms_iou).any(axis=1)]
+            allrows = np.concatenate([allrows, new])
+            found_by += ["border"] * len(new)
+    faces = [Face(box=r[:4], score=float(r[4]), landmarks=r[5:].reshape(5, 2), found_by=f)
+             for r, f in zip(allrows, found_by)]
     faces.sort(key=lambda f: -f.size)
     return faces
 

@@ -23,6 +23,9 @@ class Face:
     box: np.ndarray  # [4] float32, x0, y0, x1, y1 in pixels
     score: float  # detector confidence in [0, 1]
     landmarks: np.ndarray  # [5, 2] float32, (x, y) pixels
+    # which of the detector's searches found it: "upright", "turned" (a head tilted beyond what MTCNN finds
+    # upright) or "border" (a face cut by the photo's edge); see deid.detect
+    found_by: str = "upright"
 
     def __post_init__(self):
         object.__setattr__(self, "box", np.asarray(self.box, dtype=np.float32).reshape(4))

@@ -11,7 +11,8 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
   detection); a track those miss goes on by flow, and only a full detection counts it missed. Frames are held back
   until the next full detection: a face first detected there (or at any detection before it) is followed backwards
   through the held frames, so a face entering the picture, tilted or cut by the edge too, is covered from its first
-  visible frame, not from the detection that found it. The last frame is always a full detection frame.
+  visible frame, not from the detection that found it; where the flow loses a face only the turned or border passes
+  found, the held frames get its oldest known position blurred. The last frame is always a full detection frame.
   A track whose position is uncertain (missed detection, flow lost) is blurred, never left as it was.
 * **One synthetic person per track.** The track's first frame fixes its labels (gender, age), its identity seed and
   the identity rows of W+; the identity guard checks it then and again every ``guard_every`` frames, with a margin
@@ -47,7 +48,7 @@ from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_fram
 from .obscure import obscure_face
 from .swap import (SwapModels, encode_crop, face_labels, first_unrecognisable, guard_tries, identity_seed,
                    paste_synthetic, render_ws, unswappable, will_upscale)
-from .track import FaceTracker, TrackedFace, backtrack
+from .track import FaceTracker, TrackedFace, backtrack, box_iou
 from .types import Face
 
 # One guard check stands for many frames of a moving face, and the judge's distance wanders between frames (about
@@ -246,6 +247,24 @@ class _Ahead:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _found_by(dets: list[Face], tf: TrackedFace) -> str:
+    """Which detector search found the detection a new track ``tf`` was born from (``Face.found_by``)."""
+    if not dets:
+        return "upright"
+    iou = box_iou(tf.raw.box[None].astype(np.float64), np.stack([d.box for d in dets]).astype(np.float64))[0]
+    return dets[int(iou.argmax())].found_by
+
+
+def _cover_lost_path(held: list[_Held], path: list[Face | None], tf: TrackedFace) -> None:
+    """A new face found only by the turned or border passes may have been in any held frame (the upright-only
+    detections since the last full one cannot see it): where the backward flow lost it, its oldest known position
+    is obscured as uncertain (fail closed: a patch before the face came in, rather than a frame that shows it)."""
+    known = next((p for p in path if p is not None), tf.raw)
+    for h, pos in zip(held, path):
+        if pos is None:
+            h.faces.append(TrackedFace(tf.track_id, known, "uncertain", known, -1))
 
 
 def _margin(face: Face, config: SwapConfig) -> float:
@@ -598,9 +617,12 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
                     if born and held:  # follow new faces back through the held frames
                         grays = [h.gray for h in held] + [gray]
                         for tf in born:
-                            for h, pos in zip(held, backtrack(grays, tf.raw, config.track)):
+                            path = backtrack(grays, tf.raw, config.track)
+                            for h, pos in zip(held, path):
                                 if pos is not None:
                                     h.backfilled.append((tf.track_id, pos))
+                            if _found_by(dets, tf) != "upright":
+                                _cover_lost_path(held, path, tf)
                     t["track"] += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     anon.anchor(frame, live)

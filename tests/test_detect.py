@@ -134,6 +134,8 @@ def test_heads_tilted_up_to_90_degrees_are_found_by_the_turned_passes(astronaut,
     assert len(found) == len(TILTED), "one detection per face, none on the background"
     errors = [eye_error(t, f) for t, f in zip(scene.faces, matches)]
     assert max(errors) < EYE_TOLERANCE, f"eye errors (fraction of inter-ocular distance): {np.round(errors, 3)}"
+    rolls = [a for *_, a in TILTED]
+    assert all(f.found_by == "turned" for f, a in zip(matches, rolls) if abs(a) > 45), [f.found_by for f in matches]
     # (the default thresholds' R-net bar lets the upright pass find some of them too, with poor landmarks, which the
     # turned detections replace; facenet-pytorch's stock cascade upright alone misses them)
     upright = detect_faces(scene.image, FaceDetector(DetectConfig(rotations=(), thresholds=MTCNN_STOCK_THRESHOLDS)))
@@ -216,6 +218,7 @@ def test_faces_cut_in_half_by_the_edge_are_found_by_the_border_passes(astronaut,
     right, bottom = hits[0], hits[1]
     assert right.box[2] > 640 > (right.box[0] + right.box[2]) / 2
     assert bottom.box[3] > 480 > (bottom.box[1] + bottom.box[3]) / 2
+    assert [h.found_by for h in hits] == ["border", "border", "upright"]
     # the inside face is the upright pass's own detection, untouched
     inside = [f for f in without if match_faces(scene.faces[2:], [f])[0] is not None]
     assert len(inside) == 1 and np.allclose(inside[0].box, hits[2].box)

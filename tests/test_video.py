@@ -392,6 +392,7 @@ def test_a_tilted_head_only_full_detections_find_is_covered_from_its_first_frame
     src = list(read_frames(clip.path))
     upright = FaceDetector(dataclasses.replace(detector.config, rotations=(), border_min_face=0))
     assert not upright(src[3].pixels) and detector(src[6].pixels), "the clip no longer tests the turned passes"
+    assert [f.found_by for f in detector(src[6].pixels)] == ["turned"]
     seen: dict[int, set[str]] = {}
     out = tmp_path / "anon.mp4"
     cfg = VideoConfig(photo=PhotoConfig(mode="pixelate"), detect_every=3, full_detect_every=2)
@@ -401,6 +402,32 @@ def test_a_tilted_head_only_full_detections_find_is_covered_from_its_first_frame
     assert all(seen[i] == {"backfilled"} for i in range(1, 6)) and seen[6] == {"detected"}
     assert all(seen[i] and "uncertain" not in seen[i] for i in range(6, 24)), seen
     dst = list(read_frames(out))
+    for i, boxes in enumerate(clip.boxes):
+        for _, box in boxes:
+            assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i}: the tilted face left as it was"
+
+
+def test_a_tilted_head_the_backward_flow_loses_is_blurred_in_the_held_frames(detector, tmp_path, monkeypatch):
+    """Fail closed: when the backward flow loses a face only a full detection found (here: after one frame back),
+    the held frames before it get the face's oldest known position blurred as uncertain, not nothing."""
+    import deid.video
+
+    real = deid.video.backtrack
+
+    def short(grays, face, config):  # the flow loses the face after one frame
+        path = real(grays, face, config)
+        return [None] * (len(path) - 1) + path[-1:]
+
+    monkeypatch.setattr(deid.video, "backtrack", short)
+    movers = [Mover("astronaut", 90, 120, 110, 126, 112, 0.04, 1.0, roll=75.0)]  # (nearly still)
+    clip = make_clip(tmp_path / "tilted.mp4", movers, width=320, height=240, frames=24, fps=24)
+    seen: dict[int, set[str]] = {}
+    cfg = VideoConfig(photo=PhotoConfig(mode="pixelate"), detect_every=3, full_detect_every=2)
+    anonymize_video(clip.path, tmp_path / "anon.mp4", detector=detector, config=cfg,
+                    observe=lambda i, faces: seen.setdefault(i, {s for _, _, s in faces}))
+    assert seen[0] == set()  # (no face yet; a full detection looked at it)
+    assert all(seen[i] == {"uncertain"} for i in range(1, 5)) and seen[5] == {"backfilled"}, seen
+    src, dst = list(read_frames(clip.path)), list(read_frames(tmp_path / "anon.mp4"))
     for i, boxes in enumerate(clip.boxes):
         for _, box in boxes:
             assert region_change(src[i].pixels, dst[i].pixels, box) > 8, f"frame {i}: the tilted face left as it was"
