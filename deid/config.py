@@ -472,8 +472,8 @@ class VideoConfig:
     # every Nth detection frame (and the last) runs all the detector's passes, the others its upright passes only
     # (the turned and border passes cost ~60 % of a 720p detection); frames are held until a full detection, and a
     # face only it finds is followed back through them, so it is not left in the frames before. 1 = every one full.
-    # benchmarks/video.py --threads 2 (720p, --detect-every 3; runs of the same code vary by ~25 % on this machine):
-    # 1 -> 7.2-7.5 fps, 2 -> 9.1-10.8, 3 -> 8.7-11.8 (median of 12 runs ~9.5); no leaks in any
+    # benchmarks/video.py --threads 2 (720p, --detect-every 3; this 2-core machine has ~25 % slower spells):
+    # 1 -> 7.5 fps, 2 -> 9.3-10.8, 3 -> 9.3-11.9 (median of 11 runs 11.3); no leaks in any
     full_detect_every: int = 3
     # decode and detect in a worker thread, ahead of tracking/anonymising/encoding, when torch has > 1 thread
     detect_ahead: bool = True
