@@ -1,6 +1,6 @@
 """Video anonymisation: processing speed, leaks and temporal stability on a 720p 30 fps clip, CPU.
 
-    python benchmarks/video.py [--seconds 5] [--detect-every 3] [--full-detect-every 2] [--min-face 20] [--mode swap]
+    python benchmarks/video.py [--seconds 5] [--detect-every 3] [--full-detect-every 3] [--min-face 20] [--mode swap]
                                [--threads 1] [--no-ahead] [--tilted] [--check-every 1] [--json out.json]
 
 The clip (``deid.eval.clips``) is real H.264 + AAC: four public-domain faces (astronaut, camera man, mirrored
