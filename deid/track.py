@@ -80,8 +80,9 @@ class OneEuro:
         self.x = self.dx = None
 
 
-def _face_from(box: np.ndarray, landmarks: np.ndarray, score: float) -> Face:
-    return Face(box=box.astype(np.float32), score=float(score), landmarks=landmarks.astype(np.float32))
+def _face_from(box: np.ndarray, landmarks: np.ndarray, score: float, found_by: str = "upright") -> Face:
+    return Face(box=box.astype(np.float32), score=float(score), landmarks=landmarks.astype(np.float32),
+                found_by=found_by)
 
 
 def _points_in(box: np.ndarray, landmarks: np.ndarray, n: int) -> np.ndarray:
@@ -155,7 +156,7 @@ def backtrack(frames_gray: list[np.ndarray], face: Face, config: TrackConfig) ->
         box, lm, ok = flow_move(frames_gray[i], frames_gray[i - 1], box, lm, config)
         if not ok:
             break
-        out[i - 1] = _face_from(box, lm, face.score)
+        out[i - 1] = _face_from(box, lm, face.score, face.found_by)
     return out
 
 
@@ -166,6 +167,7 @@ class _Track:
     landmarks: np.ndarray
     score: float
     born: int
+    found_by: str = "upright"  # the detector search of its last detection (Face.found_by)
     missed: int = 0  # consecutive detection frames without a match
     lost_flow: bool = False
     filt: OneEuro = field(default=None)  # type: ignore[assignment]
@@ -224,6 +226,7 @@ class FaceTracker:
                 used_d.add(j)
                 tr, d = self._tracks[i], detections[j]
                 tr.box, tr.landmarks, tr.score = d.box.astype(np.float64), d.landmarks.astype(np.float64), d.score
+                tr.found_by = d.found_by
                 tr.missed, tr.lost_flow = 0, False
                 matched.add(tr.track_id)
             for i, tr in enumerate(self._tracks):
@@ -237,14 +240,15 @@ class FaceTracker:
             for j, d in enumerate(detections):
                 if j not in used_d:
                     self._tracks.append(_Track(self._next_id, d.box.astype(np.float64), d.landmarks.astype(np.float64),
-                                               d.score, born=self._frame, filt=OneEuro(cfg.min_cutoff, cfg.beta),
+                                               d.score, born=self._frame, found_by=d.found_by,
+                                               filt=OneEuro(cfg.min_cutoff, cfg.beta),
                                                last_t=t))
                     matched.add(self._next_id)
                     self._next_id += 1
         return [self._report(tr, t, matched) for tr in self._tracks]
 
     def _report(self, tr: _Track, t: float, matched: set[int]) -> TrackedFace:
-        raw = _face_from(tr.box, tr.landmarks, tr.score)
+        raw = _face_from(tr.box, tr.landmarks, tr.score, tr.found_by)
         size = max(tr.box[2] - tr.box[0], tr.box[3] - tr.box[1], 1.0)
         state = np.concatenate([tr.landmarks.ravel(), tr.box])
         smooth = tr.filt(state, t - tr.last_t, scale=size)

@@ -42,6 +42,12 @@ class Face:
         return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
 
     @property
+    def roll(self) -> float:
+        """Tilt of the eye line in degrees (0 = level; positive: the image-right eye lower)."""
+        d = self.landmarks[1].astype(np.float64) - self.landmarks[0]
+        return float(np.degrees(np.arctan2(d[1], d[0])))
+
+    @property
     def turn(self) -> float:
         """How far the head is turned left or right (yaw), read off the landmarks: the nose tip's offset from the
         eyes' midpoint along the eye line, over half the eye distance. About 0 for a frontal face, +-0.5 for a

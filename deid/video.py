@@ -48,7 +48,7 @@ from .io.video import VideoFrame, VideoInfo, VideoWriter, probe_video, read_fram
 from .obscure import obscure_face
 from .swap import (SwapModels, encode_crop, face_labels, first_unrecognisable, guard_tries, identity_seed,
                    paste_synthetic, render_ws, unswappable, will_upscale)
-from .track import FaceTracker, TrackedFace, backtrack, box_iou
+from .track import FaceTracker, TrackedFace, backtrack
 from .types import Face
 
 # One guard check stands for many frames of a moving face, and the judge's distance wanders between frames (about
@@ -247,14 +247,6 @@ class _Ahead:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def _found_by(dets: list[Face], tf: TrackedFace) -> str:
-    """Which detector search found the detection a new track ``tf`` was born from (``Face.found_by``)."""
-    if not dets:
-        return "upright"
-    iou = box_iou(tf.raw.box[None].astype(np.float64), np.stack([d.box for d in dets]).astype(np.float64))[0]
-    return dets[int(iou.argmax())].found_by
 
 
 def _cover_lost_path(held: list[_Held], path: list[Face | None], tf: TrackedFace) -> None:
@@ -621,7 +613,7 @@ def anonymize_video(src: str | Path, dst: str | Path, *, detector: FaceDetector,
                             for h, pos in zip(held, path):
                                 if pos is not None:
                                     h.backfilled.append((tf.track_id, pos))
-                            if _found_by(dets, tf) != "upright":
+                            if tf.raw.found_by != "upright":
                                 _cover_lost_path(held, path, tf)
                     t["track"] += time.perf_counter() - t0
                     t0 = time.perf_counter()

@@ -239,6 +239,5 @@ def _boxes_and_rolls(boxes) -> tuple[np.ndarray, np.ndarray | None]:
     rolls = np.zeros(len(boxes))
     for i, b in enumerate(boxes):
         if isinstance(b, Face):
-            d = b.landmarks[1] - b.landmarks[0]  # right eye - left eye
-            rolls[i] = np.degrees(np.arctan2(d[1], d[0]))
+            rolls[i] = b.roll
     return as_boxes(boxes), rolls
