@@ -319,6 +319,12 @@ class SwapConfig:
     # 0.2 % at 0.015, 0 % at 0.02 and 0.03 (benchmarks/swap.py "re-id rd", session 4), for fallbacks 0.174 / 0.218 /
     # 0.230 / 0.260 (adults 0.02 / 0.04 / 0.04 / 0.08): 0.02, the smallest margin that re-identified none
     margin: float = 0.02
+    # a try that passes in the detection box is judged again in boxes moved by this share of its size (and grown and
+    # shrunk; deid.swap.jittered) and must pass in all of them: an independent pipeline draws its own box. With the
+    # attribute steering (attribute_steps) and the detection box only, 4-6 of 500 held-out swaps that passed the
+    # guard (0.62-0.67) were re-identified in the box MTCNN finds in the result (0.57-0.59, box IoU 0.77-0.86;
+    # benchmarks/swap.py "re-id rd" 0.008-0.012); with these boxes, none (session 13). 0 = the detection box only
+    guard_jitter: float = 0.07
     # the guard gives up early (after its first 7 tries, deid.swap.HOPELESS_AFTER) on a face whose best try so far
     # stays this far under threshold + margin: on 200 held-out faces (session 4, all 16 tries computed) the 7 faces
     # that passed on a later try all had a best of >= 0.598 in their first 7, while 30 of the 51 faces that never
@@ -354,6 +360,21 @@ class SwapConfig:
     retry_mix: float = 0.5
     retry_after: int = 3
     retry_min_age: float = 10.0
+    # steps that move each new identity along the generator's gender and age directions (<name>.directions.
+    # safetensors beside it) until the attribute network reads the original's gender and age on it (deid.directions.
+    # steer_attributes); a face's later tries start from its first tries' move, with one step. 0 = off.
+    # Why (session 13, one-off scripts, 240-320 training faces): the encoder's kept rows pull every face toward the
+    # mean adult (a 2-year-old's reconstruction reads 17, a 72-year-old's 39) and the mapping network draws the
+    # labels 10-17 as adults (10-14 -> 23), so the swapped faces read 21.5 -> 27.5 years on average to the judge.
+    # benchmarks/swap.py, 500 held-out faces (session 13, with guard_jitter; see the model card): age MAE against
+    # the original 8.6 -> 5.3 (0-9 12.8 -> 5.2, 10-17 11.6 -> 6.9, 18+ 6.0 -> 4.2; against the true ages 11.3 -> 7.3),
+    # gender agreement 0.850 -> 0.872; fallbacks 0.238 -> 0.314 (0-9 0.73 -> 0.94: a toddler's face steered back to
+    # a toddler's lies within dlib's threshold of the original, where the unsteered teenager's did not; 18+ 0.02 ->
+    # 0.04), pose error 0.109 -> 0.121; time per face ~2x. Directions fitted with the independent judge's labels
+    # (deid directions) read ages better than ones fitted with the attribute network's (age MAE 5.3 vs 5.8).
+    # Steering only faces estimated 10 or older (attribute_min_age 10, no guard_jitter): age MAE 6.8, fallbacks 0.244
+    attribute_steps: int = 3
+    attribute_min_age: float = 0.0  # faces estimated younger are not steered (see attribute_steps); 0 = all
     fallback: str = "pixelate"  # what a face that cannot be swapped convincingly gets: blur, pixelate or solid
     # faces whose head is turned further than this (Face.turn: nose offset over half the eye distance) get the
     # fallback without a try: the default generator, trained on mostly frontal UTKFace faces, draws no head turned
@@ -395,6 +416,9 @@ class SwapConfig:
         _check(0 <= self.retry_mix <= 1, "retry_mix must be in [0, 1]")
         _check(self.retry_after >= 0, "retry_after must be >= 0")
         _check(self.retry_min_age >= 0, "retry_min_age must be >= 0")
+        _check(self.attribute_steps >= 0, "attribute_steps must be >= 0 (0 = no steering)")
+        _check(self.attribute_min_age >= 0, "attribute_min_age must be >= 0")
+        _check(0 <= self.guard_jitter <= 0.3, "guard_jitter must be in [0, 0.3] (0 = the detection box only)")
         _check(self.fallback in ("blur", "pixelate", "solid"), "fallback must be blur, pixelate or solid")
         _check(self.blend in ("alpha", "poisson"), "blend must be alpha or poisson")
         _check(self.max_turn >= 0, "max_turn must be >= 0 (0 = no limit)")

@@ -5,11 +5,14 @@ it is absent) estimates its gender and age. New identities are drawn from seeds 
 labels, truncated toward the centre of that age/gender; for an unconditional generator, moved along its gender/age
 directions); the W+ rows in ``SwapConfig.keep_layers`` (by default the coarse rows: pose and head shape; chosen by
 measurement, see the field) come from the original, the rest from the new identity; colour and lighting return
-through the colour matching. With ``SwapConfig.candidates`` > 1, that many are rendered in one batch and ranked by
+through the colour matching. Where the generator has directions (``<name>.directions.safetensors``; the shipped one
+does), each new identity is then steered along them until the attribute network reads the original's gender and
+age on it (``SwapConfig.attribute_steps``, ``deid.directions.steer_attributes``). With ``SwapConfig.candidates`` > 1, that many are rendered in one batch and ranked by
 how well the attribute network finds the original's gender and age in them; by default they are tried in seed order.
 The tries are blended (upscaled first where the face is drawn larger than the generator's output; after the first
 try such faces are screened without the upscaler, and only a try that passes is upscaled and judged again) and the identity judge
-compares each result with the original, in batches of 1, 2, 4, 8 (``guard_batches``). Closer than
+compares each result with the original, in batches of 1, 2, 4, 8 (``guard_batches``); a try that passes must pass
+in slightly moved, grown and shrunk boxes too (``SwapConfig.guard_jitter``: other pipelines draw their own boxes). Closer than
 ``threshold + margin``: the next try counts (after ``retry_after`` tries, retries: the kept rows moved ``retry_mix`` of
 the way toward the new identity, optionally fewer of them, ``retry_keep_layers``); after ``max_tries`` the face is
 obscured (``fallback``). No face that still matches is
@@ -36,7 +39,7 @@ from .attributes import DEFAULT_ATTRIBUTES, AttributeEstimator
 from .blend import blend_face
 from .errors import ModelError
 from .config import SwapConfig
-from .directions import AttributeDirections, directions_path, load_directions
+from .directions import AttributeDirections, directions_path, load_directions, steer_attributes
 from .generate import truncation_centre, z_from_seed
 from .invert import load_encoder
 from .io.images import to_tensor, to_uint8
@@ -52,7 +55,7 @@ from .types import AlignedFace, Face, SwapResult
 __all__ = ["SwapModels", "load_swap_models", "swap_ws", "identity_seed", "swap_face", "encode_crop", "render_ws",
            "face_labels", "label_vector", "ranked_identities", "Candidate", "paste_synthetic", "guard_tries",
            "guard_batches", "first_unrecognisable", "will_upscale", "is_turned", "is_covered", "is_cut",
-           "outside_share", "unswappable", "obscured"]
+           "outside_share", "unswappable", "obscured", "jittered"]
 
 
 @dataclass
@@ -63,7 +66,9 @@ class SwapModels:
     E: Encoder
     judge: object  # deid.eval.identity.IdentityJudge
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    directions: AttributeDirections | None = None  # gender/age in W, for a generator without label input
+    # gender/age in W: imposed on the new identities of a generator without label input; for any generator, the
+    # directions the new identities are steered along (SwapConfig.attribute_steps)
+    directions: AttributeDirections | None = None
     attributes: AttributeEstimator | None = None  # gender/age of faces; None = the encoder's attribute head
     upscaler: FaceUpscaler | None = None  # detail for faces drawn larger than the generator's output; None = off
 
@@ -82,7 +87,7 @@ def load_swap_models(generator: str | Path | None = None, encoder: str | Path | 
     G = load_generator(gpath, device=device)
     E = load_encoder(epath, generator_path=gpath, device=device)
     directions = None
-    if not G.c_dim and directions_path(gpath).is_file():
+    if directions_path(gpath).is_file():
         directions = load_directions(directions_path(gpath), w_dim=G.w_dim)
     if attributes is not None or (MODELS_DIR / DEFAULT_ATTRIBUTES).is_file():
         estimator = AttributeEstimator.load(attributes, device=device)
@@ -211,6 +216,7 @@ class Candidate:
     mix: float = 0.0  # ... moved this share of the way toward the new identity's (a retry, SwapConfig.retry_mix)
     female: float = float("nan")  # the attribute network's estimate on it (nan without one)
     age: float = float("nan")
+    steer: torch.Tensor | None = None  # [1, 1, w_dim]: the move along the attribute directions in ws, every row
 
 
 GENDER_WEIGHT = 20.0  # ranking: a full gender flip weighs as much as 20 years of age error
@@ -219,22 +225,44 @@ RANK_MAX_RESOLUTION = 256  # larger generators (FFHQ 1024) render candidates one
 
 @torch.no_grad()
 def ranked_identities(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[float, float],
-                      seeds: list[int], config: SwapConfig, *, rank: bool = True, mix: float = 0.0
-                      ) -> list[Candidate]:
+                      seeds: list[int], config: SwapConfig, *, rank: bool = True, mix: float = 0.0,
+                      start: torch.Tensor | None = None) -> list[Candidate]:
     """New identities for the face with W+ ``ws`` and labels (P(female), age), one per seed (kept rows mixed by
     ``mix``, see ``swap_ws``), rendered in one batch and ordered best first by ``GENDER_WEIGHT * |dP(female)| +
     |d age|`` (the attribute network on each candidate, warped into its own crop); in seed order when there is no
-    attribute network or ``rank`` is False."""
+    attribute network or ``rank`` is False. With ``SwapConfig.attribute_steps`` and the generator's directions, each is
+    first steered toward the labels (``deid.directions.steer_attributes``); ``start`` (``[1, 1, w_dim]``, the move
+    earlier tries of the face needed) is where the steering starts, with one step then."""
     G = models.G
     c = label_vector(G, *labels, device=ws.device)
     news = torch.cat([swap_ws(G, ws, c, s, config, directions=models.directions, target=labels, mix=mix)
                       for s in seeds])
-    images = render_ws(models, news)
-    if images.ndim == 3:
-        images = images[None]
-    kept = config.kept_rows(G.num_ws)
-    out = [Candidate(s, news[i : i + 1], images[i], kept, mix) for i, s in enumerate(seeds)]
     est = models.attributes
+    if config.attribute_steps and est is not None and models.directions is not None \
+            and labels[1] >= config.attribute_min_age:
+        renders = []
+
+        def measure(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+            faces = render_ws(models, x)
+            renders.append(faces if faces.ndim == 4 else faces[None])
+            return est.estimate(est.from_crop(renders[-1], face, G.img_resolution, G.cfg.align_template))
+
+        steps = config.attribute_steps
+        if start is not None:  # the earlier tries' move: most of it comes from the face, not the seed
+            steps = min(steps, 1)
+        steered, step = steer_attributes(news if start is None else news + start, measure, labels[0], labels[1],
+                                         models.directions, steps)
+        images = np.stack([renders[k][i] for i, k in enumerate(step)])
+        moves = (steered - news)[:, :1]
+        news = steered
+    else:
+        images = render_ws(models, news)
+        if images.ndim == 3:
+            images = images[None]
+        moves = None
+    kept = config.kept_rows(G.num_ws)
+    out = [Candidate(s, news[i : i + 1], images[i], kept, mix, steer=None if moves is None else moves[i : i + 1])
+           for i, s in enumerate(seeds)]
     if est is None or len(out) == 1 or not rank:
         return out
     p, age = est.estimate(est.from_crop(images, face, G.img_resolution, G.cfg.align_template))
@@ -281,10 +309,17 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
     """
     rank = (config.key is None and config.candidates > 1 and models.attributes is not None
             and models.G.img_resolution <= RANK_MAX_RESOLUTION)
+    moved: list[torch.Tensor] = []  # the attribute steering's moves so far: where later batches start
+
+    def batch_of(seeds_: list[int], cfg: SwapConfig, mix: float, rank_: bool) -> list[Candidate]:
+        start = torch.cat(moved).mean(dim=0, keepdim=True) if moved else None
+        cands = ranked_identities(models, ws, face, labels, seeds_, cfg, rank=rank_, mix=mix, start=start)
+        moved.extend(c.steer for c in cands if c.steer is not None)
+        return cands
 
     def take(pool: list[int], cfg: SwapConfig, n: int, mix: float = 0.0) -> Iterator[Candidate]:
         if rank:  # all rendered in one batch, then ranked
-            yield from ranked_identities(models, ws, face, labels, pool, cfg, mix=mix)[:n]
+            yield from batch_of(pool, cfg, mix, True)[:n]
         else:  # rendered only as far as the guard needs, in the guard's batches
             start = 0
             for size in guard_batches(models, cfg):
@@ -292,7 +327,7 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
                 if not batch:
                     return
                 start += len(batch)
-                yield from ranked_identities(models, ws, face, labels, batch, cfg, rank=False, mix=mix)
+                yield from batch_of(batch, cfg, mix, False)
 
     retries = (config.retry_keep_layers is not None or config.retry_mix > 0) and labels[1] >= config.retry_min_age
     if not retries or config.retry_after >= config.max_tries:
@@ -367,9 +402,25 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
                 out = paste_synthetic(models, frame, face, aligned, cand.image, cand.seed ^ grain, config.blend)
                 dist = judge.distance(original, judge.embed(out, face))
                 best = max(best, dist)
+            if dist >= bar and config.guard_jitter:
+                # another pipeline finds the face in a box of its own: the try must pass in nearby boxes too
+                others = jittered(face, config.guard_jitter)
+                dist = min([dist] + [judge.distance(original, e) for e in judge.embed_many([out] * len(others), others)])
             if dist >= bar:
                 return attempt, cand, out, dist
     return attempt, None, None, best
+
+
+def jittered(face: Face, amount: float) -> list[Face]:
+    """``face`` with its box moved by ``amount`` of its size left, right, up and down, and grown and shrunk by
+    ``1.5 * amount`` about its centre (the boxes other detectors draw around the same face; landmarks as they are)."""
+    x0, y0, x1, y1 = (float(v) for v in face.box)
+    w, h = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    boxes = [(cx + dx * w, cy + dy * h, w, h) for dx, dy in ((-amount, 0), (amount, 0), (0, -amount), (0, amount))]
+    boxes += [(cx, cy, w * k, h * k) for k in (1 + 1.5 * amount, 1 - 1.5 * amount)]
+    return [dataclasses.replace(face, box=np.array([bx - bw / 2, by - bh / 2, bx + bw / 2, by + bh / 2], np.float32))
+            for bx, by, bw, bh in boxes]
 
 
 @torch.no_grad()

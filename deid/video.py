@@ -158,6 +158,8 @@ class _SwapState:
     frames_since_check: int = 0
     renders: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> the face rendered at that anchor
     upscaled: dict[int, np.ndarray] = field(default_factory=dict)  # the same, upscaled (once, when a frame needs it)
+    steer: torch.Tensor | float = 0.0  # [1, 1, w_dim]: the accepted try's move along the attribute directions, which
+    #                                    the kept rows of every anchor take too (deid.swap.ranked_identities)
 
 
 @dataclass
@@ -413,10 +415,12 @@ class _Anonymizer:
             keep = list(cand.kept)
             kept = ws[:, keep].clone() if keep else None
             new_ws = cand.ws.clone()
+            steer = cand.steer if cand.steer is not None else torch.zeros_like(ws[:, :1])
             if keep and cand.mix:  # a retry: new_ws holds the new identity's own kept rows, mixed in at each render
-                new_ws[:, keep] = ws[:, keep] + (cand.ws[:, keep] - ws[:, keep]) / cand.mix
+                new_ws[:, keep] = ws[:, keep] + (cand.ws[:, keep] - steer - ws[:, keep]) / cand.mix
             return result, _SwapState(new_ws=new_ws, seed=cand.seed, keep=keep, prev=(frame.index, kept),
-                                      mix=cand.mix if keep else 0.0, renders={frame.index if keep else -1: cand.image})
+                                      mix=cand.mix if keep else 0.0, renders={frame.index if keep else -1: cand.image},
+                                      steer=steer)
         # as in photos: the fallback must not be recognisable either, else the face is filled
         mode, scale = cfg.fallback, self.cfg.photo.obscure_scale
         result = obscure_face(out, face, mode, scale=scale)
@@ -472,7 +476,7 @@ class _Anonymizer:
         if index not in state.renders:
             ws = state.new_ws.clone()
             if kept is not None:
-                ws[:, state.keep] = kept.lerp(ws[:, state.keep], state.mix) if state.mix else kept
+                ws[:, state.keep] = (kept.lerp(ws[:, state.keep], state.mix) if state.mix else kept) + state.steer
             state.renders[index] = render_ws(models, ws)
             for old in sorted(state.renders)[:-3]:
                 del state.renders[old]

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from deid.cli.main import main
 from deid.config import GeneratorConfig, SwapConfig
-from deid.directions import directions_path, fit_directions, load_directions, save_directions
+from deid.directions import (SHIFT_MAX, AttributeDirections, directions_path, fit_directions, load_directions,
+                             save_directions, steer_attributes)
 from deid.errors import ModelError
 from deid.io.weights import save_generator
 from deid.nets.generator import Generator
@@ -119,13 +120,76 @@ def test_swap_of_unconditional_generator_keeps_the_originals_scores():
     assert not torch.allclose(plain, new)
 
 
-def test_cli_refuses_conditional_generator_and_reports_unjudgeable_faces(tmp_path):
-    cond = tmp_path / "cond.safetensors"
-    save_generator(Generator(GeneratorConfig.preset("tiny32", c_dim=2, c_labels=("female", "age"))), cond)
-    res = CliRunner().invoke(main, ["directions", str(cond), "--samples", "4"])
-    assert res.exit_code == 1 and "conditional generator" in res.output and "Traceback" not in res.output
-    unc = tmp_path / "unc.safetensors"
-    save_generator(Generator(GeneratorConfig.preset("tiny32")), unc)
-    res = CliRunner().invoke(main, ["directions", str(unc), "--samples", "8", "--threads", "1"])
-    assert res.exit_code == 1 and "could be judged" in res.output  # random weights draw no faces
-    assert not directions_path(unc).exists()
+def test_cli_refuses_other_labels_and_reports_unjudgeable_faces(tmp_path):
+    other = tmp_path / "other.safetensors"
+    save_generator(Generator(GeneratorConfig.preset("tiny32", c_dim=2, c_labels=("smile", "glasses"))), other)
+    res = CliRunner().invoke(main, ["directions", str(other), "--samples", "4"])
+    assert res.exit_code == 1 and "not on (female, age)" in res.output and "Traceback" not in res.output
+    for name, extra in (("unc", {}), ("cond", dict(c_dim=2, c_labels=("female", "age")))):
+        path = tmp_path / f"{name}.safetensors"
+        save_generator(Generator(GeneratorConfig.preset("tiny32", **extra)), path)
+        res = CliRunner().invoke(main, ["directions", str(path), "--samples", "8", "--threads", "1"])
+        assert res.exit_code == 1 and "could be judged" in res.output, res.output  # random weights draw no faces
+        assert not directions_path(path).exists()
+
+
+def linear_reader(a_dir: torch.Tensor, g_dir: torch.Tensor, age_gain: float = 0.12, gender_gain: float = 2.0,
+                  coupling: float = -0.8):
+    """A stand-in attribute network: log1p(age) and the female logit are linear in the mean W+ row (with the age
+    direction also pulling toward male, as the real one does), from a 30-year-old man at the origin."""
+    calls = []
+
+    def measure(ws):
+        calls.append(ws.shape[0])
+        m = ws.mean(dim=1)
+        sa, sg = (m @ a_dir).numpy().astype(np.float64), (m @ g_dir).numpy().astype(np.float64)
+        code = np.log1p(30.0) + age_gain * sa
+        logit = -3.0 + gender_gain * sg + coupling * sa
+        return 1 / (1 + np.exp(-logit)), np.expm1(code)
+
+    return measure, calls
+
+
+def steering_setup():
+    rng = np.random.default_rng(5)
+    g = rng.normal(size=W_DIM)
+    a = rng.normal(size=W_DIM)
+    a -= (a @ g) / (g @ g) * g  # fitted directions are orthogonal
+    d = AttributeDirections(torch.tensor(g * 3, dtype=torch.float32), 0.0, torch.tensor(a * 7, dtype=torch.float32),
+                            30.0)
+    return d, torch.tensor(a / np.linalg.norm(a), dtype=torch.float32), \
+        torch.tensor(g / np.linalg.norm(g), dtype=torch.float32)
+
+
+def test_steering_reaches_age_and_gender_where_the_first_gain_is_wrong():
+    d, a_dir, g_dir = steering_setup()
+    measure, calls = linear_reader(a_dir, g_dir)  # its gains differ from the defaults: the secant steps adapt
+    ws = torch.zeros(3, 4, W_DIM)
+    out, step = steer_attributes(ws, measure, female=0.9, age=20.0, directions=d, steps=4)
+    assert list(step) == [len(calls) - 1] * 3  # the last step was the best
+    p, age = measure(out)
+    assert np.all(p > 0.85) and np.all(np.abs(np.log1p(age) - np.log1p(20.0)) < 0.06), (p, age)
+    assert 2 <= len(calls) - 1 <= 5 and set(calls) == {3}  # the faces as given + at most 4 steps, one batch each
+    # every row moved alike (the kept rows too)
+    assert torch.allclose(out - out[:, :1], torch.zeros_like(out), atol=1e-5)
+    # nothing to do: the faces come back as they were
+    calls.clear()
+    same, step = steer_attributes(ws, measure, female=0.0, age=30.5, directions=d, steps=3)  # a man of 30, logit -3
+    assert torch.equal(same, ws) and len(calls) == 1 and list(step) == [0, 0, 0]
+
+
+def test_steering_is_bounded_and_keeps_the_best_step():
+    d, a_dir, g_dir = steering_setup()
+    measure, _ = linear_reader(a_dir, g_dir, age_gain=0.01)  # barely responds: the moves hit the bound
+    ws = torch.zeros(2, 4, W_DIM)
+    out, _ = steer_attributes(ws, measure, female=0.0, age=3.0, directions=d, steps=6)
+    assert float((out[:, 0] @ a_dir).abs().max()) <= SHIFT_MAX + 1e-4
+    calls = []
+
+    def contrary(x):  # every move makes the reading worse: the faces come back as given
+        calls.append(1)
+        m = x.mean(dim=1)
+        return np.full(len(x), 0.1), np.full(len(x), 40.0) + 50 * np.abs((m @ a_dir).numpy())
+
+    back, step = steer_attributes(ws, contrary, female=0.0, age=20.0, directions=d, steps=3)
+    assert torch.equal(back, ws) and len(calls) <= 4 and list(step) == [0, 0]

