@@ -541,3 +541,26 @@ def test_a_track_swapped_on_a_retry_renders_its_mixed_head_rows_again(swap_model
     # unmixed, the same rows would give another face
     plain = dataclasses.replace(state, mix=0.0, renders={})
     assert np.abs(_Anonymizer._anchor_face(swap_models, plain, 0, state.prev[1]).astype(int) - first).mean() > 1
+
+
+def test_anchors_keep_the_accepted_tries_attribute_move(swap_models):
+    """The swap steers a new identity along the attribute directions, kept rows included; the anchors re-encode
+    the kept rows from each detection frame, and must add the same move, else the person's age jumps there."""
+    import torch
+
+    from deid.swap import render_ws
+    from deid.video import _Anonymizer, _SwapState
+
+    G = swap_models.G
+    torch.manual_seed(3)
+    new_ws = G.mapping(torch.randn(1, G.z_dim), torch.tensor([[1.0, 0.6]])).detach()
+    kept = new_ws[:, :4] + 0.3 * torch.randn(1, 4, G.w_dim)
+    steer = 2.0 * (swap_models.directions.age / swap_models.directions.age.norm())[None, None]
+    for mix in (0.0, 0.5):
+        state = _SwapState(new_ws=new_ws.clone(), seed=1, keep=[0, 1, 2, 3], prev=(0, kept), mix=mix, steer=steer)
+        face = _Anonymizer._anchor_face(swap_models, state, 5, kept)
+        want = new_ws.clone()
+        want[:, :4] = (kept.lerp(new_ws[:, :4], mix) if mix else kept) + steer
+        assert np.array_equal(face, render_ws(swap_models, want))
+        plain = render_ws(swap_models, torch.cat([kept.lerp(new_ws[:, :4], mix) if mix else kept, new_ws[:, 4:]], 1))
+        assert not np.array_equal(face, plain)
