@@ -389,8 +389,10 @@ class _BoxJudge:
     def embed_many(self, images, boxes):
         return np.stack([self._tag(b) for b in boxes])
 
+    far = 0.7  # in the detection box: past the bar of 0.62, but by less than JITTER_SLACK
+
     def distance(self, a, b):
-        return 1.0 if b[0] == 1 else 0.3
+        return self.far if b[0] == 1 else 0.3
 
 
 def test_a_try_must_pass_in_the_boxes_another_detector_would_draw(models, astronaut, astronaut_face):
@@ -417,6 +419,10 @@ def test_a_try_must_pass_in_the_boxes_another_detector_would_draw(models, astron
     assert all(np.array_equal(f.landmarks, astronaut_face.landmarks) for f in others)
     for f in others:  # each passing try was judged in every one of them
         assert sum(np.allclose(b, f.box) for b in judge.boxes) == 4
+    judge = _BoxJudge(astronaut_face.box)
+    judge.far = 1.0  # far past the bar: not judged again
+    out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge), cfg)
+    assert res.method == "swap" and res.tries == 1 and not any(np.allclose(b, others[0].box) for b in judge.boxes)
     for bad in (dict(guard_jitter=-0.1), dict(guard_jitter=0.5), dict(attribute_steps=-1),
                 dict(attribute_min_age=-1.0)):
         with pytest.raises(ConfigError, match=next(iter(bad))):
