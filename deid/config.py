@@ -323,7 +323,8 @@ class SwapConfig:
     # shrunk; deid.swap.jittered) and must pass in all of them: an independent pipeline draws its own box. With the
     # attribute steering (attribute_steps) and the detection box only, 4-6 of 500 held-out swaps that passed the
     # guard (0.62-0.67) were re-identified in the box MTCNN finds in the result (0.57-0.59, box IoU 0.77-0.86;
-    # benchmarks/swap.py "re-id rd" 0.008-0.012); with these boxes, none (session 13). 0 = the detection box only
+    # benchmarks/swap.py "re-id rd" 0.008-0.012); with these boxes, one one-year-old, whose swaps are now judged in
+    # boxes twice as far too, however far they pass (deid.swap.JITTER_SLACK). 0 = the detection box only
     guard_jitter: float = 0.07
     # the guard gives up early (after its first 7 tries, deid.swap.HOPELESS_AFTER) on a face whose best try so far
     # stays this far under threshold + margin: on 200 held-out faces (session 4, all 16 tries computed) the 7 faces

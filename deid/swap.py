@@ -347,8 +347,9 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
 SCREEN_SLACK = 0.03  # screening without the upscaler drops tries under bar - this (of the 348 tries: 24 % dropped,
 #                     none of them passed upscaled; at bar itself 13 of the 226 that passed upscaled would be lost)
 # a try that passes by this much or more is not judged in the nearby boxes (SwapConfig.guard_jitter): the largest
-# drop from the detection box to the box MTCNN draws in the result among 500 held-out swaps was 0.094 (session 13;
-# 0.151 for a one-year-old whose two boxes overlap by IoU 0.73 only, beyond the nearby boxes anyway)
+# drop from the detection box to the box MTCNN draws in the result among 500 held-out adult and teenage swaps was
+# 0.094 (session 13). Not for young children: a one-year-old's swap at 0.79 read 0.53 in MTCNN's box (IoU 0.73), so
+# theirs are always judged again, in boxes twice as far too (first_unrecognisable)
 JITTER_SLACK = 0.15
 GUARD_BATCH = 8  # most tries checked together: the batches double from 1 up to this
 HOPELESS_AFTER = 7  # tries (batches 1 + 2 + 4) after which the guard may give up on a face (SwapConfig.hopeless)
@@ -371,14 +372,16 @@ def guard_batches(models: SwapModels, config: SwapConfig) -> list[int]:
 
 def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, aligned: AlignedFace,
                          original: np.ndarray, tries: Iterator[Candidate], config: SwapConfig, *, margin: float = 0.0,
-                         grain: int = 0) -> tuple[int, Candidate | None, np.ndarray | None, float]:
+                         grain: int = 0, age: float | None = None) -> tuple[int, Candidate | None, np.ndarray | None, float]:
     """The identity guard: paste the ``tries`` in turn (in the batches of ``guard_batches``) and return the first
     whose face the identity judge finds at least ``config.threshold + margin`` from ``original`` (the original face's
     descriptor), as (its 1-based try number, the candidate, the new frame, the distance). When none is, or when after
     ``HOPELESS_AFTER`` tries the best is still ``config.hopeless`` under that bar: (the tries made, None, None, the
     best distance). After the first try, faces the upscaler enlarges are screened without it (only a try that passes
     so is upscaled and judged again; the upscaled result is what must pass).
-    ``grain``: XORed into each candidate's seed for the blend's grain (video: the frame index)."""
+    ``grain``: XORed into each candidate's seed for the blend's grain (video: the frame index). A try that passes by
+    less than ``JITTER_SLACK`` must pass in the nearby boxes of ``SwapConfig.guard_jitter`` too; for a face
+    estimated younger than ``SwapConfig.retry_min_age`` (``age``) any passing try, also in boxes twice as far."""
     judge = models.judge
     bar = config.threshold + margin
     attempt, best = 0, 0.0
@@ -406,9 +409,13 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
                 out = paste_synthetic(models, frame, face, aligned, cand.image, cand.seed ^ grain, config.blend)
                 dist = judge.distance(original, judge.embed(out, face))
                 best = max(best, dist)
-            if bar <= dist < bar + JITTER_SLACK and config.guard_jitter:
-                # another pipeline finds the face in a box of its own: the try must pass in nearby boxes too
+            young = age is not None and age < config.retry_min_age
+            if dist >= bar and config.guard_jitter and (young or dist < bar + JITTER_SLACK):
+                # another pipeline finds the face in a box of its own: the try must pass in nearby boxes too (for
+                # young children, whom dlib tells apart the least, however far it passed, and in farther boxes too)
                 others = jittered(face, config.guard_jitter)
+                if young:
+                    others += jittered(face, 2 * config.guard_jitter)
                 dist = min([dist] + [judge.distance(original, e) for e in judge.embed_many([out] * len(others), others)])
             if dist >= bar:
                 return attempt, cand, out, dist
@@ -450,7 +457,7 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
              for k in range(max(config.candidates, config.max_tries))]
     tries = guard_tries(models, ws, face, (female, age), seeds, config)
     attempt, cand, out, dist = first_unrecognisable(models, frame, face, aligned, original, tries, config,
-                                                    margin=config.margin)
+                                                    margin=config.margin, age=age)
     if cand is not None:
         female_after, age_after = face_labels(models, out, face)  # as read on the anonymised face
         return out, SwapResult("swap", attempt, dist, female, age, cand.seed,

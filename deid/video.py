@@ -408,7 +408,7 @@ class _Anonymizer:
             seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(max(cfg.candidates, cfg.max_tries))]
             tries = guard_tries(self.models, ws, face, (tr.female, tr.age), seeds, cfg)
         attempt, cand, result, dist = first_unrecognisable(self.models, out, face, aligned, original, tries, cfg,
-                                                           margin=_margin(face, cfg), grain=frame.index)
+                                                           margin=_margin(face, cfg), grain=frame.index, age=tr.age)
         tr.tries, tr.guard_checks = attempt, tr.guard_checks + attempt
         if cand is not None:
             tr.method, tr.seed, tr.min_identity_distance = "swap", cand.seed, dist

@@ -404,7 +404,7 @@ def test_a_try_must_pass_in_the_boxes_another_detector_would_draw(models, astron
     from deid.swap import jittered
     from deid.track import box_iou
 
-    cfg = SwapConfig(max_tries=4, hopeless=0.0)
+    cfg = SwapConfig(max_tries=4, hopeless=0.0, retry_min_age=0.0)  # no face counts as a young child
     judge = _BoxJudge(astronaut_face.box)
     out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge),
                          dataclasses.replace(cfg, guard_jitter=0.0))
@@ -423,6 +423,14 @@ def test_a_try_must_pass_in_the_boxes_another_detector_would_draw(models, astron
     judge.far = 1.0  # far past the bar: not judged again
     out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge), cfg)
     assert res.method == "swap" and res.tries == 1 and not any(np.allclose(b, others[0].box) for b in judge.boxes)
+    # a young child's try is judged again however far it passed, in boxes twice as far too
+    judge = _BoxJudge(astronaut_face.box)
+    judge.far = 1.0
+    out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge),
+                         dataclasses.replace(cfg, retry_min_age=200.0))
+    assert res.method in ("pixelate", "solid") and res.tries == 4
+    for f in others + jittered(astronaut_face, 2 * cfg.guard_jitter):
+        assert sum(np.allclose(b, f.box) for b in judge.boxes) == 4
     for bad in (dict(guard_jitter=-0.1), dict(guard_jitter=0.5), dict(attribute_steps=-1),
                 dict(attribute_min_age=-1.0)):
         with pytest.raises(ConfigError, match=next(iter(bad))):
