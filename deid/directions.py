@@ -198,8 +198,9 @@ def steer_attributes(ws: torch.Tensor, measure: Callable[[torch.Tensor], tuple[n
     two-year-old's inverted coarse rows draw a teenager's head), and the mapping network of the shipped generator
     draws the labels 10-17 as young adults. Each step is a Newton step on log1p(age) and on the female logit with
     the gains above (``AGE_GAIN``; after the first step, each face's measured response where it is clear), clipped
-    to ``STEP_MAX`` units and ``SHIFT_MAX`` in all; a step that reads worse is not returned. Returns the W+ of the step whose reading came closest, per face, and that step ``[N]`` (the index of
-    the ``measure`` call, 0 = the faces as given), so that the caller can keep what it rendered there.
+    to ``STEP_MAX`` units and ``SHIFT_MAX`` in all; a step that reads worse is not returned. Returns the W+ of the
+    step whose reading came closest, per face, and that step ``[N]`` (the index of the ``measure`` call, 0 = the
+    faces as given), so that the caller can keep what it rendered there.
     """
     g_dir = directions.gender / directions.gender.norm()
     a_dir = directions.age / directions.age.norm()
@@ -240,5 +241,6 @@ def steer_attributes(ws: torch.Tensor, measure: Callable[[torch.Tensor], tuple[n
         total_a += da
         total_g += dg
         last_a, last_g, last_code, last_logit = da, dg, code, logit
-        ws = ws + torch.from_numpy(da).to(ws)[:, None, None] * a_dir + torch.from_numpy(dg).to(ws)[:, None, None] * g_dir
+        ws = ws + torch.from_numpy(da).to(ws)[:, None, None] * a_dir \
+            + torch.from_numpy(dg).to(ws)[:, None, None] * g_dir
     return best_ws, best_step

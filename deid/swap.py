@@ -1,25 +1,25 @@
 """Identity swap: keep pose, age and gender, replace who the person is; an identity guard fails closed.
 
-For each face: the encoder gives its W+ code; the attribute network (``deid.attributes``; the encoder's own head when
-it is absent) estimates its gender and age. New identities are drawn from seeds (mapping network conditioned on those
+For each face: the encoder gives its W+ code; the attribute network (``deid.attributes``; the encoder's own head when it
+is absent) estimates its gender and age. New identities are drawn from seeds (mapping network conditioned on those
 labels, truncated toward the centre of that age/gender; for an unconditional generator, moved along its gender/age
 directions); the W+ rows in ``SwapConfig.keep_layers`` (by default the coarse rows: pose and head shape; chosen by
-measurement, see the field) come from the original, the rest from the new identity; colour and lighting return
-through the colour matching. Where the generator has directions (``<name>.directions.safetensors``; the shipped one
-does), each new identity is then steered along them until the attribute network reads the original's gender and
-age on it (``SwapConfig.attribute_steps``, ``deid.directions.steer_attributes``). With ``SwapConfig.candidates`` > 1, that many are rendered in one batch and ranked by
-how well the attribute network finds the original's gender and age in them; by default they are tried in seed order.
-The tries are blended (upscaled first where the face is drawn larger than the generator's output; after the first
-try such faces are screened without the upscaler, and only a try that passes is upscaled and judged again) and the identity judge
-compares each result with the original, in batches of 1, 2, 4, 8 (``guard_batches``); a try that passes must pass
-in slightly moved, grown and shrunk boxes too (``SwapConfig.guard_jitter``: other pipelines draw their own boxes). Closer than
-``threshold + margin``: the next try counts (after ``retry_after`` tries, retries: the kept rows moved ``retry_mix`` of
-the way toward the new identity, optionally fewer of them, ``retry_keep_layers``); after ``max_tries`` the face is
-obscured (``fallback``). No face that still matches is
-returned. A face whose head is turned beyond ``max_turn`` (``Face.turn``: the generator cannot draw it) or whose lower
-half looks covered (``max_cover_contrast``, ``deid.occlusion``: a mask derails the encoder, and a new face would
-unmask the person) or that the photo's edge cuts (more than ``max_outside`` of its box beyond it) gets the fallback
-without a try.
+measurement, see the field) come from the original, the rest from the new identity; colour and lighting return through
+the colour matching. Where the generator has directions (``<name>.directions.safetensors``; the shipped one does), each
+new identity is then steered along them until the attribute network reads the original's gender and age on it
+(``SwapConfig.attribute_steps``, ``deid.directions.steer_attributes``). With ``SwapConfig.candidates`` > 1, that many
+are rendered in one batch and ranked by how well the attribute network finds the original's gender and age in them; by
+default they are tried in seed order. The tries are blended (upscaled first where the face is drawn larger than the
+generator's output; after the first try such faces are screened without the upscaler, and only a try that passes is
+upscaled and judged again) and the identity judge compares each result with the original, in batches of 1, 2, 4, 8
+(``guard_batches``); a try that passes must pass in slightly moved, grown and shrunk boxes too
+(``SwapConfig.guard_jitter``: other pipelines draw their own boxes). Closer than ``threshold + margin``: the next try
+counts (after ``retry_after`` tries, retries: the kept rows moved ``retry_mix`` of the way toward the new identity,
+optionally fewer of them, ``retry_keep_layers``); after ``max_tries`` the face is obscured (``fallback``). No face that
+still matches is returned. A face whose head is turned beyond ``max_turn`` (``Face.turn``: the generator cannot draw it)
+or whose lower half looks covered (``max_cover_contrast``, ``deid.occlusion``: a mask derails the encoder, and a new
+face would unmask the person) or that the photo's edge cuts (more than ``max_outside`` of its box beyond it) gets the
+fallback without a try.
 """
 
 from __future__ import annotations
@@ -348,8 +348,9 @@ SCREEN_SLACK = 0.03  # screening without the upscaler drops tries under bar - th
 #                     none of them passed upscaled; at bar itself 13 of the 226 that passed upscaled would be lost)
 # a try that passes by this much or more is not judged in the nearby boxes (SwapConfig.guard_jitter): the largest
 # drop from the detection box to the box MTCNN draws in the result among 500 held-out adult and teenage swaps was
-# 0.094 (session 13); 0.15 cost benchmarks/photo.py 8 faces x ~60 ms and took it over its 2 s target. Not for young children: a one-year-old's swap at 0.79 read 0.53 in MTCNN's box (IoU 0.73), so
-# theirs are always judged again, in boxes twice as far too (first_unrecognisable)
+# 0.094 (session 13); 0.15 cost benchmarks/photo.py 8 faces x ~60 ms and took it over its 2 s target. Not for young
+# children: a one-year-old's swap at 0.79 read 0.53 in MTCNN's box (IoU 0.73), so theirs are always judged again, in
+# boxes twice as far too (first_unrecognisable)
 JITTER_SLACK = 0.1
 GUARD_BATCH = 8  # most tries checked together: the batches double from 1 up to this
 HOPELESS_AFTER = 7  # tries (batches 1 + 2 + 4) after which the guard may give up on a face (SwapConfig.hopeless)
@@ -372,7 +373,8 @@ def guard_batches(models: SwapModels, config: SwapConfig) -> list[int]:
 
 def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, aligned: AlignedFace,
                          original: np.ndarray, tries: Iterator[Candidate], config: SwapConfig, *, margin: float = 0.0,
-                         grain: int = 0, age: float | None = None) -> tuple[int, Candidate | None, np.ndarray | None, float]:
+                         grain: int = 0, age: float | None = None
+                         ) -> tuple[int, Candidate | None, np.ndarray | None, float]:
     """The identity guard: paste the ``tries`` in turn (in the batches of ``guard_batches``) and return the first
     whose face the identity judge finds at least ``config.threshold + margin`` from ``original`` (the original face's
     descriptor), as (its 1-based try number, the candidate, the new frame, the distance). When none is, or when after
@@ -416,7 +418,8 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
                 others = jittered(face, config.guard_jitter)
                 if young:
                     others += jittered(face, 2 * config.guard_jitter)
-                dist = min([dist] + [judge.distance(original, e) for e in judge.embed_many([out] * len(others), others)])
+                seen = judge.embed_many([out] * len(others), others)
+                dist = min([dist] + [judge.distance(original, e) for e in seen])
             if dist >= bar:
                 return attempt, cand, out, dist
     return attempt, None, None, best
