@@ -240,12 +240,13 @@ def ranked_identities(models: SwapModels, ws: torch.Tensor, face: Face, labels: 
     est = models.attributes
     if config.attribute_steps and est is not None and models.directions is not None \
             and labels[1] >= config.attribute_min_age:
-        renders = []
+        renders, readings = [], []
 
         def measure(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
             faces = render_ws(models, x)
             renders.append(faces if faces.ndim == 4 else faces[None])
-            return est.estimate(est.from_crop(renders[-1], face, G.img_resolution, G.cfg.align_template))
+            readings.append(est.estimate(est.from_crop(renders[-1], face, G.img_resolution, G.cfg.align_template)))
+            return readings[-1]
 
         steps = config.attribute_steps
         if start is not None:  # the earlier tries' move: most of it comes from the face, not the seed
@@ -253,19 +254,22 @@ def ranked_identities(models: SwapModels, ws: torch.Tensor, face: Face, labels: 
         steered, step = steer_attributes(news if start is None else news + start, measure, labels[0], labels[1],
                                          models.directions, steps)
         images = np.stack([renders[k][i] for i, k in enumerate(step)])
+        read = (np.array([readings[k][0][i] for i, k in enumerate(step)]),
+                np.array([readings[k][1][i] for i, k in enumerate(step)]))  # what the ranking reads: no second pass
         moves = (steered - news)[:, :1]
         news = steered
     else:
         images = render_ws(models, news)
         if images.ndim == 3:
             images = images[None]
-        moves = None
+        moves = read = None
     kept = config.kept_rows(G.num_ws)
     out = [Candidate(s, news[i : i + 1], images[i], kept, mix, steer=None if moves is None else moves[i : i + 1])
            for i, s in enumerate(seeds)]
     if est is None or len(out) == 1 or not rank:
         return out
-    p, age = est.estimate(est.from_crop(images, face, G.img_resolution, G.cfg.align_template))
+    p, age = read if read is not None else est.estimate(est.from_crop(images, face, G.img_resolution,
+                                                                       G.cfg.align_template))
     for cand, pi, ai in zip(out, p, age):
         cand.female, cand.age = float(pi), float(ai)
     score = GENDER_WEIGHT * np.abs(p - labels[0]) + np.abs(age - labels[1])
@@ -386,6 +390,10 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
     estimated younger than ``SwapConfig.retry_min_age`` (``age``) any passing try, also in boxes twice as far."""
     judge = models.judge
     bar = config.threshold + margin
+    young = age is not None and age < config.retry_min_age
+    others = []  # the boxes a passing try is judged in again
+    if config.guard_jitter:
+        others = jittered(face, config.guard_jitter) + (jittered(face, 2 * config.guard_jitter) if young else [])
     attempt, best = 0, 0.0
     for size in guard_batches(models, config):
         if config.hopeless and attempt >= HOPELESS_AFTER and best < bar - config.hopeless:
@@ -411,13 +419,9 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
                 out = paste_synthetic(models, frame, face, aligned, cand.image, cand.seed ^ grain, config.blend)
                 dist = judge.distance(original, judge.embed(out, face))
                 best = max(best, dist)
-            young = age is not None and age < config.retry_min_age
-            if dist >= bar and config.guard_jitter and (young or dist < bar + JITTER_SLACK):
+            if dist >= bar and others and (young or dist < bar + JITTER_SLACK):
                 # another pipeline finds the face in a box of its own: the try must pass in nearby boxes too (for
                 # young children, whom dlib tells apart the least, however far it passed, and in farther boxes too)
-                others = jittered(face, config.guard_jitter)
-                if young:
-                    others += jittered(face, 2 * config.guard_jitter)
                 seen = judge.embed_many([out] * len(others), others)
                 dist = min([dist] + [judge.distance(original, e) for e in seen])
             if dist >= bar:
