@@ -91,6 +91,38 @@ def test_resume_is_exact(tiny_data, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_resume_with_a_lower_learning_rate(tiny_data, tmp_path):
+    """A later phase of a run: the resumed optimizers take the new rate (not the one in their stored state), the
+    run's stored config records it, and a field that would change the networks cannot be overridden."""
+    from deid.errors import DeidError
+
+    run = tmp_path / "run"
+    train(_cfg(tiny_data, total_kimg=0.016), device=torch.device("cpu"), run_dir=run)
+    seen = {}
+    import deid.train.loop as loop
+
+    real_step = loop.Trainer.step
+
+    def spy(self):
+        seen["g"] = [g["lr"] for g in self.opt_g.param_groups]
+        seen["d"] = [g["lr"] for g in self.opt_d.param_groups]
+        seen["ema"] = self.cfg.ema_kimg
+        return real_step(self)
+
+    loop.Trainer.step = spy
+    try:
+        train(_cfg(tiny_data, total_kimg=0.024), device=torch.device("cpu"), run_dir=run,
+              overrides={"g_lr": 0.001, "d_lr": 0.001, "ema_kimg": 10.0})
+    finally:
+        loop.Trainer.step = real_step
+    ratio = 2 / 3  # r1_interval 2: lazy regularisation scales D's rate
+    assert seen["g"] == [0.001] and seen["d"] == [pytest.approx(0.001 * ratio)] and seen["ema"] == 10.0
+    stored = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert stored["cur_nimg"] == 24 and stored["config"]["g_lr"] == 0.001 and stored["config"]["ema_kimg"] == 10.0
+    with pytest.raises(DeidError, match="cannot override"):
+        train(_cfg(tiny_data, total_kimg=0.032), device=torch.device("cpu"), run_dir=run, overrides={"batch": 8})
+
+
 def test_bf16_step_runs(tiny_data, tmp_path):
     stats = train(_cfg(tiny_data, total_kimg=0.008, snapshot_kimg=0.008, mixed_precision="bf16"),
                   device=torch.device("cpu"), run_dir=tmp_path / "bf16")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -73,12 +74,15 @@ def train() -> None:
 @click.option("--fid-samples", default=2000, show_default=True, help="Generated images per training-time FID.")
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--lr", type=float, default=None,
+              help="Learning rate of G and D (default 0.0025; on resume: the run's, or this for its next phase).")
+@click.option("--ema-kimg", type=float, default=None, help="EMA half-life in kimg (default 5; on resume as --lr).")
 @click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a checkpoint.")
 @click.option("--warm-start", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Resume bundle (deid train export --bundle) to start from when the run folder is empty.")
 @click.option("--device", default="auto", show_default=True)
 def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, precision, snapshot_kimg, fid_kimg,
-                    fid_samples, threads, seed, no_resume, warm_start, device) -> None:
+                    fid_samples, threads, seed, lr, ema_kimg, no_resume, warm_start, device) -> None:
     """Train (or resume) the style-based generator.
 
     \b
@@ -91,6 +95,9 @@ def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, 
     cfg = TrainConfig(data=str(data_path), generator=GeneratorConfig.preset(preset), batch=batch, total_kimg=kimg,
                       r1_gamma=r1_gamma, augment=augment, mixed_precision=precision, snapshot_kimg=snapshot_kimg,
                       fid_kimg=fid_kimg, fid_samples=fid_samples, threads=threads, seed=seed)
+    overrides = ({"g_lr": lr, "d_lr": lr} if lr is not None else {}) | \
+        ({"ema_kimg": ema_kimg} if ema_kimg is not None else {})
+    cfg = dataclasses.replace(cfg, **overrides)
     dev = resolve_device(device)
     fid_fn = None
     if fid_kimg > 0:
@@ -106,7 +113,7 @@ def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, 
         bar.update(cur - bar.n)
 
     stats = train_fn(cfg, device=dev, run_dir=run_dir, resume=not no_resume, fid_fn=fid_fn, progress=progress,
-                     warm_start=warm_start)
+                     warm_start=warm_start, overrides=overrides)
     bar.close()
     for s in stats[-3:]:
         click.echo(f"{s.kimg:8.1f} kimg  G {s.g_loss:.3f}  D {s.d_loss:.3f}  R1 {s.r1:.3f}  {s.img_per_s:.1f} img/s"

@@ -213,6 +213,14 @@ class Trainer:
         self.cur_nimg, self.step_idx, self.last_r1 = state["cur_nimg"], state["step"], state.get("last_r1", float("nan"))
         return state
 
+    def set_lr(self) -> None:
+        """Apply ``cfg.g_lr`` / ``cfg.d_lr`` to the optimizers (a resumed run's stored state carries its old rate)."""
+        ratio = self.cfg.r1_interval / (self.cfg.r1_interval + 1)
+        for group in self.opt_g.param_groups:
+            group["lr"] = self.cfg.g_lr
+        for group in self.opt_d.param_groups:
+            group["lr"] = self.cfg.d_lr * ratio
+
     def load_nets(self, path: Path) -> None:
         """Warm start: G, D and G_ema from a nets-only file (``export_resume_bundle``); optimizers start fresh."""
         self._load_nets(load_file(str(path)))
@@ -262,6 +270,7 @@ def train(
     progress: Callable[[int, int, float], None] | None = None,
     stop_after_kimg: float | None = None,
     warm_start: str | Path | None = None,
+    overrides: dict | None = None,
 ) -> list[StepStats]:
     """Train (or resume) a generator in ``run_dir`` until ``cfg.total_kimg``.
 
@@ -274,6 +283,8 @@ def train(
         progress: called as ``progress(cur_nimg, total_nimg, img_per_s)`` after every step.
         stop_after_kimg: stop (with a checkpoint) after this many thousand images in this call; None = run to the end.
         warm_start: a resume bundle (``export_resume_bundle``) to start from when ``run_dir`` has no checkpoint.
+        overrides: ``TrainConfig`` fields that replace the stored ones on resume (only ``g_lr``, ``d_lr`` and
+            ``ema_kimg``: a later phase of the run at a lower learning rate or a longer EMA).
 
     Returns:
         One ``StepStats`` per snapshot of this call.
@@ -289,12 +300,18 @@ def train(
         if stored.generator != cfg.generator:
             raise DeidError(f"{ckpt}: checkpoint has a different generator config; use another run dir or --no-resume")
         cfg = dataclasses.replace(stored, total_kimg=cfg.total_kimg, threads=cfg.threads, data=cfg.data or stored.data)
+    overrides = dict(overrides or {})
+    if set(overrides) - {"g_lr", "d_lr", "ema_kimg"}:
+        raise DeidError(f"cannot override {sorted(set(overrides) - {'g_lr', 'd_lr', 'ema_kimg'})} of a run")
+    cfg = dataclasses.replace(cfg, **overrides)
     data = FaceDataset(cfg.data, cfg.generator.img_resolution, holdout_shard=cfg.holdout_shard,
                        holdout_count=cfg.holdout_count)
     trainer = Trainer(cfg, data, device=device)
     if resume and (ckpt / "state.json").is_file():
         state = trainer.load(ckpt)
-        log.info("resumed from %s at %.1f kimg", ckpt, trainer.cur_nimg / 1000)
+        trainer.set_lr()
+        log.info("resumed from %s at %.1f kimg (lr G %g, D %g, EMA %g kimg)", ckpt, trainer.cur_nimg / 1000,
+                 cfg.g_lr, cfg.d_lr, cfg.ema_kimg)
     elif warm_start is not None:
         trainer.load_nets(Path(warm_start))
         log.info("warm start from %s at %.1f kimg", warm_start, trainer.cur_nimg / 1000)
