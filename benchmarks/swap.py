@@ -38,6 +38,30 @@ from deid.swap import load_swap_models, swap_face
 from deid.track import box_iou
 
 
+def _real_pairs(before: list, originals: list, truth: list, judge) -> str:
+    """What another real person would score: for each face, the other faces of this run with its true gender and
+    an age within 2 years, as if one of them had been pasted in its place. Their gender agreement (the judge on
+    both) and the share of them the identity guard would let through (dlib distance >= 0.6), per age group."""
+    emb = np.array(originals)
+    dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+    genders = np.array([b.gender for b in before])
+    true_g = np.array([t[0] for t in truth])
+    true_a = np.array([t[1] for t in truth])
+    groups = np.array([age_group(a) for a in true_a])
+    parts = []
+    for name, _, _ in AGE_GROUPS:
+        agree, apart = [], []
+        for k in np.flatnonzero(groups == name):
+            others = np.flatnonzero((true_g == true_g[k]) & (np.abs(true_a - true_a[k]) <= 2))
+            others = others[others != k]
+            if len(others):
+                agree.append(np.mean(genders[others] == genders[k]))
+                apart.append(np.mean(dist[k, others] >= 0.6))
+        if agree:
+            parts.append(f"{name} ({len(agree)}): gender {np.mean(agree):.3f}, guard passes {np.mean(apart):.3f}")
+    return "another real face of the same true gender and age (+-2 y) in its place: " + "; ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=None)
@@ -49,6 +73,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="")
     ap.add_argument("--show-reid", action="store_true", help="print each face re-identified in the re-detected box")
+    ap.add_argument("--group", default=None, choices=[g[0] for g in AGE_GROUPS],
+                    help="only held-out faces of this true age group")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = load_swap_models(args.generator, args.encoder, device="cpu",
@@ -57,11 +83,13 @@ def main() -> None:
         models.attributes = None
     detector = FaceDetector(DetectConfig(), device="cpu")
     attrs = AttributeJudge.default()
-    ds = heldout(find_data(args.data), args.faces)
+    ds = heldout(find_data(args.data), args.faces if args.group is None else 1)
     photos, faces, truth = [], [], []
     for i in range(len(ds)):
         if len(photos) == args.faces:
             break
+        if args.group is not None and age_group(float(ds.age[i])) != args.group:
+            continue
         photo = as_photo(ds.images[i].permute(1, 2, 0).numpy())
         found = detect_faces(photo, detector)
         if found:
@@ -75,6 +103,7 @@ def main() -> None:
     judge_gender = np.mean([b.gender == t[0] for b, t in zip(before, truth)])
     judge_age = np.mean([abs(b.age - t[1]) for b, t in zip(before, truth)])
     print(f"the judge on the originals vs the true labels: gender {judge_gender:.3f}, age MAE {judge_age:.1f}")
+    print(_real_pairs(before, originals, truth, models.judge))
     print(f"{'setting':28s} {'re-id':>6s} {'re-id rd':>8s} {'dist':>5s} {'>1 try':>6s} {'fallback':>8s} {'turned':>6s} {'covered':>7s} {'gender':>6s} "
           f"{'age MAE':>7s} {'gt gend':>7s} {'gt age':>6s} {'pose err':>8s} {'lost':>5s} {'ms/face':>8s}")
     for setting in args.settings.split(";"):

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from deid.cli.main import main
 from deid.config import GeneratorConfig, SwapConfig
-from deid.directions import (SHIFT_MAX, AttributeDirections, directions_path, fit_directions, load_directions,
-                             save_directions, steer_attributes)
+from deid.directions import (GENDER_MARGIN, SHIFT_MAX, AttributeDirections, directions_path, fit_directions,
+                             load_directions, save_directions, steer_attributes)
 from deid.errors import ModelError
 from deid.io.weights import save_generator
 from deid.nets.generator import Generator
@@ -134,9 +134,10 @@ def test_cli_refuses_other_labels_and_reports_unjudgeable_faces(tmp_path):
 
 
 def linear_reader(a_dir: torch.Tensor, g_dir: torch.Tensor, age_gain: float = 0.12, gender_gain: float = 2.0,
-                  coupling: float = -0.8):
+                  coupling: float = -0.8, base_logit: float = -3.0):
     """A stand-in attribute network: log1p(age) and the female logit are linear in the mean W+ row (with the age
-    direction also pulling toward male, as the real one does), from a 30-year-old man at the origin."""
+    direction also pulling toward male, as the real one does), from a 30-year-old man (female logit ``base_logit``)
+    at the origin."""
     calls = []
 
     def measure(ws):
@@ -144,7 +145,7 @@ def linear_reader(a_dir: torch.Tensor, g_dir: torch.Tensor, age_gain: float = 0.
         m = ws.mean(dim=1)
         sa, sg = (m @ a_dir).numpy().astype(np.float64), (m @ g_dir).numpy().astype(np.float64)
         code = np.log1p(30.0) + age_gain * sa
-        logit = -3.0 + gender_gain * sg + coupling * sa
+        logit = base_logit + gender_gain * sg + coupling * sa
         return 1 / (1 + np.exp(-logit)), np.expm1(code)
 
     return measure, calls
@@ -172,10 +173,14 @@ def test_steering_reaches_age_and_gender_where_the_first_gain_is_wrong():
     assert 2 <= len(calls) - 1 <= 5 and set(calls) == {3}  # the faces as given + at most 4 steps, one batch each
     # every row moved alike (the kept rows too)
     assert torch.allclose(out - out[:, :1], torch.zeros_like(out), atol=1e-5)
-    # nothing to do: the faces come back as they were
-    calls.clear()
-    same, step = steer_attributes(ws, measure, female=0.0, age=30.5, directions=d, steps=3)  # a man of 30, logit -3
+    # nothing to do: the faces come back as they were (a man of 30 read plainly male: past GENDER_MARGIN)
+    plain, calls = linear_reader(a_dir, g_dir, base_logit=-(GENDER_MARGIN + 1))
+    same, step = steer_attributes(ws, plain, female=0.0, age=30.5, directions=d, steps=3)
     assert torch.equal(same, ws) and len(calls) == 1 and list(step) == [0, 0, 0]
+    # a man read as only somewhat male (logit -3) is moved further toward male, to the margin
+    toward, step = steer_attributes(ws, measure, female=0.0, age=30.5, directions=d, steps=3)
+    p, _ = measure(toward)
+    assert np.all(np.log(p / (1 - p)) < -3.5) and np.all(step > 0)
 
 
 def test_steering_is_bounded_and_keeps_the_best_step():
