@@ -56,6 +56,15 @@ def _peak_rss_mib(pid: int) -> float | None:
         return None
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) used by ``pid`` so far (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile, q in [0, 100]."""
     ordered = sorted(values)
@@ -144,7 +153,9 @@ def main() -> None:
         for i in range(2 * args.max_batch):  # warm-up: first passes, allocator, caches
             httpx.post(f"{base}/v1/faces/generate", json={"seed": i, **body_extra}, timeout=120).raise_for_status()
         warm = httpx.get(f"{base}/healthz").json()
+        server_cpu0, client_cpu0 = _cpu_seconds(proc.pid), time.process_time()
         latencies, errors, wall = asyncio.run(_load(base, args, body_extra))
+        server_cpu1, client_cpu = _cpu_seconds(proc.pid), time.process_time() - client_cpu0
         after = httpx.get(f"{base}/healthz").json()
         rss = _peak_rss_mib(proc.pid)
     finally:
@@ -166,6 +177,8 @@ def main() -> None:
         "max_ms": max(latencies) if latencies else None, "mean_ms": statistics.fmean(latencies) if latencies else None,
         "batches": batches, "mean_batch": (done + failed) / batches if batches else None,
         "largest_batch": after["largest_batch"], "server_peak_rss_mib": rss,
+        "server_cpu_s": None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0,
+        "client_cpu_s": client_cpu,
         "server_threads": args.threads or os.environ.get("OMP_NUM_THREADS", "default"),
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "torch": _torch_version(), "deid": deid.__version__, "fetch": args.fetch,
@@ -178,7 +191,8 @@ def main() -> None:
             ("latency p50 (ms)", _fmt(res["p50_ms"])), ("latency p90 (ms)", _fmt(res["p90_ms"])),
             ("latency p99 (ms)", _fmt(res["p99_ms"])), ("latency max (ms)", _fmt(res["max_ms"])),
             ("forward passes / mean batch", f"{batches} / {_fmt(res['mean_batch'], 2)}"),
-            ("server peak RSS (MiB)", _fmt(rss))]
+            ("server peak RSS (MiB)", _fmt(rss)),
+            ("CPU s server / client", f"{_fmt(res['server_cpu_s'])} / {_fmt(client_cpu)}")]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
