@@ -74,9 +74,9 @@ def train() -> None:
 @click.option("--fid-samples", default=2000, show_default=True, help="Generated images per training-time FID.")
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--lr", type=float, default=None,
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
               help="Learning rate of G and D (default 0.0025; on resume: the run's, or this for its next phase).")
-@click.option("--ema-kimg", type=float, default=None, help="EMA half-life in kimg (default 5; on resume as --lr).")
+@click.option("--ema-kimg", type=click.FloatRange(0, min_open=True), default=None, help="EMA half-life in kimg (default 5; on resume as --lr).")
 @click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a checkpoint.")
 @click.option("--warm-start", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Resume bundle (deid train export --bundle) to start from when the run folder is empty.")
