@@ -2,7 +2,7 @@
 
     python benchmarks/swap.py [--data cache/utkface-deid128.safetensors] [--faces 500] [--threads 1]
                               [--settings "candidates=1;candidates=6 keep_layers=coarse,fine"]
-                              [--attributes none|PATH] [--json out.json] [--show-reid]
+                              [--attributes none|PATH] [--json out.json] [--show-reid] [--group 0-9|10-17|18+]
 
 Each held-out face (never used in training) is placed in a 384 px photo (``_heldout.as_photo``), detected, and
 swapped by ``deid.swap.swap_face`` with the identity guard on, once per setting (``;``-separated, each a space-separated
@@ -15,6 +15,8 @@ lower face looked covered; the last two also apart, "turned" and "covered"), gen
 original vs result, over the swapped faces), the same against the data set's true labels ("gt"), and both per
 true age group (the held-out set is ages 1-2, 10-25 and 100+: see ``_heldout``), pose error (MTCNN landmarks of the result vs the original, mean displacement over the
 inter-ocular distance; faces the detector no longer finds are counted apart), time per face.
+Before the table: what another real person would score in each face's place (the other faces of the run with the
+same true gender and an age within 2 years): the judge's gender agreement and the share the guard would let through.
 Targets (issue): re-identification <= 1 %, gender agreement >= 95 %, age MAE <= 6 years, fallback <= 5 %.
 """
 
