@@ -91,17 +91,16 @@ def test_resume_is_exact(tiny_data, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_with_a_lower_learning_rate(tiny_data, tmp_path):
+def test_resume_with_a_lower_learning_rate(tiny_data, tmp_path, monkeypatch):
     """A later phase of a run: the resumed optimizers take the new rate (not the one in their stored state), the
     run's stored config records it, and a field that would change the networks cannot be overridden."""
     from deid.errors import DeidError
+    from deid.train.loop import Trainer
 
     run = tmp_path / "run"
     train(_cfg(tiny_data, total_kimg=0.016), device=torch.device("cpu"), run_dir=run)
     seen = {}
-    import deid.train.loop as loop
-
-    real_step = loop.Trainer.step
+    real_step = Trainer.step
 
     def spy(self):
         seen["g"] = [g["lr"] for g in self.opt_g.param_groups]
@@ -109,12 +108,10 @@ def test_resume_with_a_lower_learning_rate(tiny_data, tmp_path):
         seen["ema"] = self.cfg.ema_kimg
         return real_step(self)
 
-    loop.Trainer.step = spy
-    try:
-        train(_cfg(tiny_data, total_kimg=0.024), device=torch.device("cpu"), run_dir=run,
-              overrides={"g_lr": 0.001, "d_lr": 0.001, "ema_kimg": 10.0})
-    finally:
-        loop.Trainer.step = real_step
+    monkeypatch.setattr(Trainer, "step", spy)
+    train(_cfg(tiny_data, total_kimg=0.024), device=torch.device("cpu"), run_dir=run,
+          overrides={"g_lr": 0.001, "d_lr": 0.001, "ema_kimg": 10.0})
+    monkeypatch.undo()
     ratio = 2 / 3  # r1_interval 2: lazy regularisation scales D's rate
     assert seen["g"] == [0.001] and seen["d"] == [pytest.approx(0.001 * ratio)] and seen["ema"] == 10.0
     stored = json.loads((run / "checkpoint" / "state.json").read_text())
