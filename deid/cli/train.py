@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -96,8 +95,7 @@ def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, 
                       r1_gamma=r1_gamma, augment=augment, mixed_precision=precision, snapshot_kimg=snapshot_kimg,
                       fid_kimg=fid_kimg, fid_samples=fid_samples, threads=threads, seed=seed)
     overrides = ({"g_lr": lr, "d_lr": lr} if lr is not None else {}) | \
-        ({"ema_kimg": ema_kimg} if ema_kimg is not None else {})
-    cfg = dataclasses.replace(cfg, **overrides)
+        ({"ema_kimg": ema_kimg} if ema_kimg is not None else {})  # applied by train(), fresh run or resumed
     dev = resolve_device(device)
     fid_fn = None
     if fid_kimg > 0:

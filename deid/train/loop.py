@@ -300,10 +300,10 @@ def train(
         if stored.generator != cfg.generator:
             raise DeidError(f"{ckpt}: checkpoint has a different generator config; use another run dir or --no-resume")
         cfg = dataclasses.replace(stored, total_kimg=cfg.total_kimg, threads=cfg.threads, data=cfg.data or stored.data)
-    overrides = dict(overrides or {})
-    if set(overrides) - {"g_lr", "d_lr", "ema_kimg"}:
-        raise DeidError(f"cannot override {sorted(set(overrides) - {'g_lr', 'd_lr', 'ema_kimg'})} of a run")
-    cfg = dataclasses.replace(cfg, **overrides)
+    refused = sorted(set(overrides or {}) - {"g_lr", "d_lr", "ema_kimg"})
+    if refused:
+        raise DeidError(f"cannot override {refused} of a run")
+    cfg = dataclasses.replace(cfg, **(overrides or {}))
     data = FaceDataset(cfg.data, cfg.generator.img_resolution, holdout_shard=cfg.holdout_shard,
                        holdout_count=cfg.holdout_count)
     trainer = Trainer(cfg, data, device=device)
