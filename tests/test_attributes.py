@@ -87,3 +87,19 @@ def test_from_crop_recuts_another_template(astronaut, astronaut_face):
     assert np.abs(recut.astype(float) - direct.astype(float)).mean() < 12
     same = est.from_crop(direct[None], astronaut_face, 64, "deid")
     assert same[0] is direct or np.array_equal(same[0], direct)
+
+
+def test_estimate_faces_averages_the_crop_and_its_mirror_image(astronaut, astronaut_face):
+    torch.manual_seed(3)
+    est = AttributeEstimator(AttributeNet(AttributeConfig()).eval())
+    crop = est.crop(astronaut, astronaut_face)
+    p0, a0 = est.estimate(crop)
+    p1, a1 = est.estimate(np.ascontiguousarray(crop[:, ::-1]))
+    assert not np.allclose(p0, p1)  # an untrained net reads the mirror image differently: the mean is not trivial
+    p, age = est.estimate_faces(astronaut, [astronaut_face, astronaut_face])
+    assert p.shape == age.shape == (2,)
+    assert np.allclose(p, (p0 + p1) / 2, atol=1e-6) and np.allclose(age, (a0 + a1) / 2, atol=1e-4)
+    plain = est.estimate_faces(astronaut, [astronaut_face], mirror=False)
+    assert np.allclose(plain[0], p0) and np.allclose(plain[1], a0)
+    empty = est.estimate_faces(astronaut, [])
+    assert empty[0].shape == empty[1].shape == (0,)
