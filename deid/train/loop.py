@@ -97,7 +97,7 @@ class Trainer:
         if cfg.channels_last:
             for m in (self.G, self.D, self.G_ema):
                 m.to(memory_format=torch.channels_last)
-        ratio = cfg.r1_interval / (cfg.r1_interval + 1)  # lazy regularisation (StyleGAN2 appendix B)
+        ratio = self._d_ratio()
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.g_lr, betas=(0.0, 0.99), eps=1e-8)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.d_lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
         self.autocast, self.scaler = autocast_for(device, cfg.mixed_precision)
@@ -213,9 +213,13 @@ class Trainer:
         self.cur_nimg, self.step_idx, self.last_r1 = state["cur_nimg"], state["step"], state.get("last_r1", float("nan"))
         return state
 
+    def _d_ratio(self) -> float:
+        """D's learning rate and beta2 scale under lazy R1 regularisation (StyleGAN2 appendix B)."""
+        return self.cfg.r1_interval / (self.cfg.r1_interval + 1)
+
     def set_lr(self) -> None:
         """Apply ``cfg.g_lr`` / ``cfg.d_lr`` to the optimizers (a resumed run's stored state carries its old rate)."""
-        ratio = self.cfg.r1_interval / (self.cfg.r1_interval + 1)
+        ratio = self._d_ratio()
         for group in self.opt_g.param_groups:
             group["lr"] = self.cfg.g_lr
         for group in self.opt_d.param_groups:
