@@ -31,6 +31,32 @@ def test_blend_changes_only_the_face_and_matches_grain(astronaut, astronaut_face
     assert np.array_equal(out, blend_face(astronaut, flat, aligned.image, aligned.matrix, seed=1))
 
 
+
+def test_grain_sigma_reads_only_the_weighted_part_and_agrees_with_the_whole_image_formula():
+    """grain_sigma works on the weighted part (plus the blur's reach) only: the same value as the weighted fine
+    detail of the whole image, for weights inside it, at its edge and for none."""
+    import cv2
+
+    def whole(img, weight):
+        f = img.astype(np.float32)
+        hp = f - cv2.GaussianBlur(f, (0, 0), 1.0)
+        w = weight[..., None].astype(np.float32)
+        return float(np.sqrt((hp**2 * w).sum() / max(w.sum() * 3, 1e-6)))
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 150, 3)).astype(np.uint8)
+    img[:, :75] = cv2.GaussianBlur(img[:, :75], (0, 0), 2.0)  # smooth left half: the weights' place matters
+    yy, xx = np.mgrid[:120, :150]
+    oval = (((yy - 60) / 40.0) ** 2 + ((xx - 70) / 30.0) ** 2 < 1).astype(np.float32)
+    soft = oval * rng.random(oval.shape).astype(np.float32)
+    corner = np.zeros_like(oval)
+    corner[:6, 140:] = 1
+    for im in (img, img.astype(np.float32) + 0.25):
+        for w in (oval, soft, corner, oval > 0):
+            assert abs(grain_sigma(im, w) - whole(im, w)) < 1e-4 * whole(im, w)
+    assert grain_sigma(img, np.zeros_like(oval)) == 0.0
+    assert grain_sigma(img, corner) > 2 * grain_sigma(img, (xx < 40).astype(np.float32))
+
 def test_face_mask_used_for_blend_is_soft():
     m = face_mask(64, feather=0.12)
     assert 0 < (m[(m > 0) & (m < 1)]).size

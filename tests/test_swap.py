@@ -389,7 +389,7 @@ class _BoxJudge:
     def embed_many(self, images, boxes):
         return np.stack([self._tag(b) for b in boxes])
 
-    far = 0.7  # in the detection box: past the bar of 0.62, but by less than JITTER_SLACK
+    far = 0.7  # in the detection box: past the bar of 0.62
 
     def distance(self, a, b):
         return self.far if b[0] == 1 else 0.3
@@ -420,10 +420,12 @@ def test_a_try_must_pass_in_the_boxes_another_detector_would_draw(models, astron
     for f in others:  # each passing try was judged in every one of them
         assert sum(np.allclose(b, f.box) for b in judge.boxes) == 4
     judge = _BoxJudge(astronaut_face.box)
-    judge.far = 1.0  # far past the bar: not judged again
+    judge.far = 1.0  # however far past the bar in the detection box: refused in the nearby ones
     out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge), cfg)
-    assert res.method == "swap" and res.tries == 1 and not any(np.allclose(b, others[0].box) for b in judge.boxes)
-    # a young child's try is judged again however far it passed, in boxes twice as far too
+    assert res.method in ("pixelate", "solid") and res.tries == 4
+    for f in others:
+        assert sum(np.allclose(b, f.box) for b in judge.boxes) == 4
+    # a young child's try is judged in boxes twice as far too
     judge = _BoxJudge(astronaut_face.box)
     judge.far = 1.0
     out, res = swap_face(astronaut, astronaut_face, dataclasses.replace(models, judge=judge),
