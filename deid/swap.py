@@ -351,7 +351,8 @@ def guard_tries(models: SwapModels, ws: torch.Tensor, face: Face, labels: tuple[
 SCREEN_SLACK = 0.03  # screening without the upscaler drops tries under bar - this (of the 348 tries: 24 % dropped,
 #                     none of them passed upscaled; at bar itself 13 of the 226 that passed upscaled would be lost)
 # Every try that passes is judged again in the nearby boxes of SwapConfig.guard_jitter, however far it passed. Until
-# session 16 a try passing by 0.1 or more was not (this saved benchmarks/photo.py ~250 ms of its 2 s); with the 480
+# session 16 a try passing by 0.1 or more was not (to save time: benchmarks/photo.py's anonymise stage, 8 faces, took
+# ~250 ms longer in one A/B run, but within that benchmark's run-to-run noise in interleaved reruns); with the 480
 # kimg generator, of 207 held-out swaps (one-off script, the first 300 faces of benchmarks/swap.py, default config)
 # 41 passed by 0.1 or more, and 2 of those read under the bar in a nearby box (0.798 -> 0.575 in the box moved left,
 # 0.753 -> 0.575 in the grown one; drops from the detection box to the nearest-reading box: median 0.006, largest

@@ -31,7 +31,6 @@ def test_blend_changes_only_the_face_and_matches_grain(astronaut, astronaut_face
     assert np.array_equal(out, blend_face(astronaut, flat, aligned.image, aligned.matrix, seed=1))
 
 
-
 def test_grain_sigma_reads_only_the_weighted_part_and_agrees_with_the_whole_image_formula():
     """grain_sigma works on the weighted part (plus the blur's reach) only: the same value as the weighted fine
     detail of the whole image, for weights inside it, at its edge and for none."""
@@ -56,6 +55,7 @@ def test_grain_sigma_reads_only_the_weighted_part_and_agrees_with_the_whole_imag
             assert abs(grain_sigma(im, w) - whole(im, w)) < 1e-4 * whole(im, w)
     assert grain_sigma(img, np.zeros_like(oval)) == 0.0
     assert grain_sigma(img, corner) > 2 * grain_sigma(img, (xx < 40).astype(np.float32))
+
 
 def test_face_mask_used_for_blend_is_soft():
     m = face_mask(64, feather=0.12)
