@@ -38,17 +38,16 @@ def match_colour(src: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarr
 def grain_sigma(img: np.ndarray, weight: np.ndarray) -> float:
     """Standard deviation of the fine detail (image minus a 1 px Gaussian blur) of ``img`` ``[h, w, 3]``, weighted
     by ``weight`` ``[h, w]``: the sensor noise and texture level that a pasted face must match."""
-    w = weight.astype(np.float32)
-    x, y, bw, bh = cv2.boundingRect((w != 0).astype(np.uint8))
+    x, y, bw, bh = cv2.boundingRect((weight != 0).astype(np.uint8))
     if bw == 0 or bh == 0:
         return 0.0
     # only the weighted part and the blur's reach around it (its 9-tap kernel: 4 px), so the same value as over all
     # of img; the pasted region is mostly feathered margin, and tries of a face compute this twice each
     x0, y0 = max(x - _GRAIN_PAD, 0), max(y - _GRAIN_PAD, 0)
-    x1, y1 = min(x + bw + _GRAIN_PAD, w.shape[1]), min(y + bh + _GRAIN_PAD, w.shape[0])
+    x1, y1 = min(x + bw + _GRAIN_PAD, weight.shape[1]), min(y + bh + _GRAIN_PAD, weight.shape[0])
     f = np.ascontiguousarray(img[y0:y1, x0:x1], dtype=np.float32)
     hp = cv2.subtract(f, cv2.GaussianBlur(f, (0, 0), 1.0))
-    w = np.ascontiguousarray(w[y0:y1, x0:x1])
+    w = np.ascontiguousarray(weight[y0:y1, x0:x1], dtype=np.float32)
     total = sum(cv2.sumElems(cv2.multiply(cv2.multiply(hp, hp), cv2.merge([w, w, w]))))
     return float(np.sqrt(total / max(float(w.sum()) * 3, 1e-6)))
 
