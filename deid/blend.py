@@ -35,6 +35,9 @@ def match_colour(src: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarr
     return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
+_GRAIN_PAD = 5  # > the radius of cv2.GaussianBlur's kernel at sigma 1 (4 px)
+
+
 def grain_sigma(img: np.ndarray, weight: np.ndarray) -> float:
     """Standard deviation of the fine detail (image minus a 1 px Gaussian blur) of ``img`` ``[h, w, 3]``, weighted
     by ``weight`` ``[h, w]``: the sensor noise and texture level that a pasted face must match."""
@@ -50,9 +53,6 @@ def grain_sigma(img: np.ndarray, weight: np.ndarray) -> float:
     w = np.ascontiguousarray(weight[y0:y1, x0:x1], dtype=np.float32)
     total = sum(cv2.sumElems(cv2.multiply(cv2.multiply(hp, hp), cv2.merge([w, w, w]))))
     return float(np.sqrt(total / max(float(w.sum()) * 3, 1e-6)))
-
-
-_GRAIN_PAD = 5  # > the radius of cv2.GaussianBlur's kernel at sigma 1 (4 px)
 
 
 def blend_face(frame: np.ndarray, synthetic: np.ndarray, original_crop: np.ndarray, matrix: np.ndarray,

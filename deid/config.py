@@ -325,7 +325,7 @@ class SwapConfig:
     # guard (0.62-0.67) were re-identified in the box MTCNN finds in the result (0.57-0.59, box IoU 0.77-0.86;
     # benchmarks/swap.py "re-id rd" 0.008-0.012); with these boxes, one one-year-old, whose swaps are now judged in
     # boxes twice as far too. Since session 16 every passing try is judged in them, however far it passed (see
-    # deid.swap.first_unrecognisable's notes: a swap at 0.798 in the detection box read 0.575 in the box moved
+    # the notes above deid.swap.GUARD_BATCH: a swap at 0.798 in the detection box read 0.575 in the box moved
     # left). 0 = the detection box only
     guard_jitter: float = 0.07
     # the guard gives up early (after its first 7 tries, deid.swap.HOPELESS_AFTER) on a face whose best try so far
