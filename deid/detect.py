@@ -28,7 +28,7 @@ from torchvision.ops import box_iou, nms
 from .config import MTCNN_STOCK_THRESHOLDS, DetectConfig
 from .types import Face
 
-__all__ = ["FaceDetector", "detect_faces"]
+__all__ = ["FaceDetector", "detect_faces", "find_again"]
 
 # MTCNN's P-net looks at 12x12 windows: a face of min_face_size pixels is scanned at scale 12 / min_face_size.
 _PNET_WINDOW = 12
@@ -354,6 +354,29 @@ def _refine_small(image: np.ndarray, rows: np.ndarray, detector: FaceDetector, s
             out[i, 4] = max(again[4], rows[i, 4])  # a weaker re-detection must not drop a face already found
     return out
 
+
+def find_again(image: np.ndarray, face: Face, detector: FaceDetector) -> Face | None:
+    """The face ``detector`` finds in ``image`` where ``face`` was (its centre within half its size), or None: run
+    on a crop 2.7x the face around its centre, resized so the face is about ``_REFINE_SIDE / 2.7`` px. After a face
+    was replaced, this is the box another pipeline draws around the new face (``deid.swap`` judges it there)."""
+    size = max(face.size, 4.0)
+    cx, cy = (float(face.box[0]) + float(face.box[2])) / 2, (float(face.box[1]) + float(face.box[3])) / 2
+    half = 1.35 * size
+    x0, y0 = int(math.floor(cx - half)), int(math.floor(cy - half))
+    side = int(math.ceil(2 * half))
+    h, w = image.shape[:2]
+    region = image[max(y0, 0) : max(min(y0 + side, h), 0), max(x0, 0) : max(min(x0 + side, w), 0)]
+    if region.size == 0:
+        return None
+    region = cv2.copyMakeBorder(region, max(-y0, 0), side - region.shape[0] - max(-y0, 0), max(-x0, 0),
+                                side - region.shape[1] - max(-x0, 0), cv2.BORDER_REPLICATE)
+    k = _REFINE_SIDE / side  # crop px per image px
+    crop = cv2.resize(region, (_REFINE_SIDE, _REFINE_SIDE), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
+    m = np.array([[k, 0, -k * x0], [0, k, -k * y0]], np.float64)
+    row = _redetect_in_crops([np.ascontiguousarray(crop)], [(m, k * size)], detector, 20)[0]
+    if row is None:
+        return None
+    return Face(box=row[:4], score=float(row[4]), landmarks=row[5:].reshape(5, 2), found_by=face.found_by)
 
 def _redetect_in_crops(crops: list[np.ndarray], maps: list[tuple[np.ndarray, float]], detector: FaceDetector,
                        min_face: float) -> list[np.ndarray | None]:

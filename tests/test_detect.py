@@ -225,3 +225,20 @@ def test_faces_cut_in_half_by_the_edge_are_found_by_the_border_passes(astronaut,
     # a face near the edge but wholly inside is found once (its mirror image beyond the edge is not a face)
     near = compose_scene(astronaut, astronaut_face, (480, 640), [(60, 240, 100, 0)], seed=4)
     assert len(detect_faces(near.image, face_detector)) == 1
+
+
+def test_find_again_finds_the_face_near_a_box_and_nothing_where_there_is_none(astronaut, astronaut_face,
+                                                                             face_detector):
+    """``find_again``: the face MTCNN finds where a face was (the swap guard judges a new face in that box), from a
+    box moved by a fifth of the face; None on a blank image; a box past the photo's edge is padded, not an error."""
+    from deid.detect import find_again
+    from deid.track import box_iou
+
+    moved = dataclasses.replace(astronaut_face, box=astronaut_face.box + 0.2 * astronaut_face.size * np.float32(1))
+    again = find_again(astronaut, moved, face_detector)
+    assert again is not None
+    assert float(box_iou(again.box, astronaut_face.box)[0, 0]) > 0.8
+    assert np.abs(again.landmarks - astronaut_face.landmarks).max() < 0.1 * astronaut_face.inter_ocular
+    assert find_again(np.full_like(astronaut, 128), astronaut_face, face_detector) is None
+    edge = dataclasses.replace(astronaut_face, box=np.array([-60, -60, 40, 40], np.float32))
+    assert find_again(astronaut, edge, face_detector) is None

@@ -437,3 +437,36 @@ def test_a_try_must_pass_in_the_boxes_another_detector_would_draw(models, astron
                 dict(attribute_min_age=-1.0)):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             SwapConfig(**bad)
+
+
+def test_a_try_must_pass_in_the_box_a_detector_finds_in_the_result(models, astronaut, astronaut_face,
+                                                                   face_detector):
+    """A try that passes in the detection box (and its nearby boxes) is judged again in the box MTCNN finds the new
+    face in (benchmarks/swap.py "re-id rd": a one-year-old's swap passed at 0.626 and read 0.574 in a box of IoU 0.53
+    with the guard's); a judge that finds it near there makes the guard refuse it."""
+    import dataclasses
+
+    from deid.align import align_face
+    from deid.swap import Candidate, first_unrecognisable
+    from deid.track import box_iou
+
+    G = models.G
+    aligned = align_face(astronaut, astronaut_face, G.img_resolution, G.cfg.align_template)
+    # the face pasted back onto itself: a result MTCNN surely finds a face in
+    cands = [Candidate(seed=i, ws=torch.zeros(1, G.num_ws, G.cfg.w_dim), image=aligned.image) for i in range(3)]
+    cfg = SwapConfig(max_tries=3, hopeless=0.0, guard_jitter=0.0)
+    judge = _BoxJudge(astronaut_face.box)
+    judge.far = 1.0
+    plain = dataclasses.replace(models, judge=judge)
+    attempt, cand, out, d = first_unrecognisable(plain, astronaut, astronaut_face, aligned, np.zeros(1, np.float32),
+                                                 iter(cands), cfg)
+    assert (attempt, cand.seed, d) == (1, 0, 1.0)  # without a detector: the detection box only
+    judge = _BoxJudge(astronaut_face.box)
+    judge.far = 1.0
+    found = dataclasses.replace(models, judge=judge, detector=face_detector)
+    attempt, cand, out, d = first_unrecognisable(found, astronaut, astronaut_face, aligned, np.zeros(1, np.float32),
+                                                 iter(cands), cfg)
+    assert cand is None and out is None and attempt == 3
+    again = [b for b in judge.boxes if not np.allclose(b, astronaut_face.box)]
+    assert len(again) == 3  # one re-found box per passing try
+    assert np.all(box_iou(np.stack(again), astronaut_face.box[None])[:, 0] > 0.7)
