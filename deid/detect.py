@@ -378,6 +378,7 @@ def find_again(image: np.ndarray, face: Face, detector: FaceDetector) -> Face | 
         return None
     return Face(box=row[:4], score=float(row[4]), landmarks=row[5:].reshape(5, 2), found_by=face.found_by)
 
+
 def _redetect_in_crops(crops: list[np.ndarray], maps: list[tuple[np.ndarray, float]], detector: FaceDetector,
                        min_face: float) -> list[np.ndarray | None]:
     """MTCNN on same-size ``crops`` (one batch); for each, with ``(m, size)`` its image -> crop transform and the

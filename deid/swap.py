@@ -433,17 +433,17 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
                 out = paste_synthetic(models, frame, face, aligned, cand.image, cand.seed ^ grain, config.blend)
                 dist = judge.distance(original, judge.embed(out, face))
                 best = max(best, dist)
-            boxes = list(others)
-            if dist >= bar and models.detector is not None:
-                again = find_again(out, face, models.detector)
-                if again is not None:
-                    boxes.append(again)
-            if dist >= bar and boxes:
+            if dist >= bar:
                 # another pipeline finds the face in a box of its own: the try must pass in nearby boxes too (for
                 # young children, whom dlib tells apart the least, in farther boxes too) and in the box a detector
                 # draws around the new face
-                seen = judge.embed_many([out] * len(boxes), boxes)
-                dist = min([dist] + [judge.distance(original, e) for e in seen])
+                boxes = list(others)
+                again = find_again(out, face, models.detector) if models.detector is not None else None
+                if again is not None:
+                    boxes.append(again)
+                if boxes:
+                    seen = judge.embed_many([out] * len(boxes), boxes)
+                    dist = min([dist] + [judge.distance(original, e) for e in seen])
             if dist >= bar:
                 return attempt, cand, out, dist
     return attempt, None, None, best
