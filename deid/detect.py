@@ -368,12 +368,13 @@ def find_again(image: np.ndarray, face: Face, detector: FaceDetector) -> Face | 
     region = image[max(y0, 0) : max(min(y0 + side, h), 0), max(x0, 0) : max(min(x0 + side, w), 0)]
     if region.size == 0:
         return None
-    region = cv2.copyMakeBorder(region, max(-y0, 0), side - region.shape[0] - max(-y0, 0), max(-x0, 0),
-                                side - region.shape[1] - max(-x0, 0), cv2.BORDER_REPLICATE)
+    top, left = max(-y0, 0), max(-x0, 0)  # the part of the crop past the photo's edge: repeated edge pixels
+    region = cv2.copyMakeBorder(region, top, side - region.shape[0] - top, left, side - region.shape[1] - left,
+                                cv2.BORDER_REPLICATE)
     k = _REFINE_SIDE / side  # crop px per image px
     crop = cv2.resize(region, (_REFINE_SIDE, _REFINE_SIDE), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
     m = np.array([[k, 0, -k * x0], [0, k, -k * y0]], np.float64)
-    row = _redetect_in_crops([np.ascontiguousarray(crop)], [(m, k * size)], detector, 20)[0]
+    row = _redetect_in_crops([crop], [(m, k * size)], detector, 20)[0]
     if row is None:
         return None
     return Face(box=row[:4], score=float(row[4]), landmarks=row[5:].reshape(5, 2), found_by=face.found_by)
