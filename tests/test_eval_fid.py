@@ -15,8 +15,10 @@ skdata = pytest.importorskip("skimage.data")
 
 from deid.config import GeneratorConfig, TrainConfig  # noqa: E402
 from deid.eval._common import package_file  # noqa: E402
-from deid.eval.fid import (FEATURE_DIM, InceptionFeatures, feature_stats, fid, fid_against_stats,  # noqa: E402
-                           fid_from_stats, image_folder_features, kid, tf_bilinear_resize, training_fid)
+from deid.errors import DeidError, InputError  # noqa: E402
+from deid.eval.fid import (FEATURE_DIM, InceptionFeatures, data_fingerprint, dataset_stats, feature_stats,  # noqa: E402
+                           fid, fid_against_stats, fid_from_stats, image_folder_features, kid, load_dataset_stats,
+                           save_dataset_stats, tf_bilinear_resize, training_fid)
 from deid.nets.generator import Generator  # noqa: E402
 
 
@@ -138,3 +140,51 @@ def test_training_fid(tmp_path, inception):
     stamp = cache.stat().st_mtime_ns
     assert training_fid(cfg, device="cpu", inception=inception)(G) == pytest.approx(first, rel=1e-6)
     assert cache.stat().st_mtime_ns == stamp
+
+
+def write_data(path, images, rng, metadata=None):
+    n = len(images)
+    save_file({"images": images, "age": rng.integers(1, 90, n).astype(np.int16),
+               "female": rng.integers(0, 2, n).astype(np.uint8), "race": np.zeros(n, np.int8),
+               "shard": np.zeros(n, np.int8)}, str(path), metadata=metadata or {"template": "deid"})
+
+
+def test_saved_real_statistics_give_the_same_fid_and_refuse_other_data(tmp_path, inception):
+    """The real faces' statistics saved once (sigma's upper triangle in float32) give the FID of the statistics
+    computed from the data, are accepted for the same faces prepared again under another name and metadata, and are
+    refused for other faces, another resolution or another kind of file."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (12, 3, 64, 64), dtype=np.uint8)
+    data = tmp_path / "data.safetensors"
+    write_data(data, images, np.random.default_rng(2))
+    real = dataset_stats(data, 32, inception)
+    stats_file = tmp_path / "real.fid32.safetensors"
+    save_dataset_stats(real, stats_file, data=data, resolution=32)
+    assert stats_file.stat().st_size < 0.6 * FEATURE_DIM**2 * 4  # the triangle, in float32
+
+    again = tmp_path / "elsewhere" / "prepared-again.safetensors"
+    again.parent.mkdir()
+    write_data(again, images, np.random.default_rng(2), metadata={"template": "deid", "source": "/other/path"})
+    assert data_fingerprint(again) == data_fingerprint(data)
+    loaded, meta = load_dataset_stats(stats_file, resolution=32, data=again)
+    assert meta["num_images"] == "12" and meta["data_name"] == "data.safetensors"
+    np.testing.assert_array_equal(loaded.mu, real.mu)
+    np.testing.assert_array_equal(loaded.labels, real.labels)
+    np.testing.assert_allclose(loaded.sigma, real.sigma, rtol=1e-6, atol=1e-9)
+    assert np.array_equal(loaded.sigma, loaded.sigma.T)
+    fake = inception(torch.from_numpy(rng.integers(0, 256, (40, 3, 32, 32), dtype=np.uint8)))
+    assert fid_against_stats(fake, loaded.mu, loaded.sigma) == pytest.approx(
+        fid_against_stats(fake, real.mu, real.sigma), rel=1e-5)
+
+    changed = images.copy()
+    changed[3, 0, 10, 10] ^= 1  # one pixel of one face
+    other = tmp_path / "other.safetensors"
+    write_data(other, changed, np.random.default_rng(2))
+    with pytest.raises(DeidError, match="other data than"):
+        load_dataset_stats(stats_file, data=other)
+    with pytest.raises(DeidError, match="32 px, the generator makes 64 px"):
+        load_dataset_stats(stats_file, resolution=64)
+    with pytest.raises(InputError, match="not a deid FID statistics file"):
+        load_dataset_stats(data)
+    with pytest.raises(InputError, match="not found"):
+        load_dataset_stats(tmp_path / "missing.safetensors")
