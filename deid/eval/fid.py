@@ -17,11 +17,13 @@ The package is never imported (its loader downloads when a checksum differs); it
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import itertools
 import json
 import logging
 import math
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -382,9 +384,6 @@ def data_fingerprint(data: str | Path) -> str:
     The same faces, crops and labels give the same value whatever the file's name, date or metadata, so statistics
     computed once can be checked against the data prepared again on another machine.
     """
-    import hashlib
-    import struct
-
     data = Path(data)
     h = hashlib.sha256()
     try:
