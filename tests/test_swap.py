@@ -342,7 +342,8 @@ def test_shipped_swap_steers_new_faces_to_the_originals_age(shipped, astronaut, 
     take an adult's head), to the attribute network that steers and to the independent judge on the blended photo
     (the judge's median of these six: 35.8 -> 22.8 years with the 580 kimg models, 28.8 -> 26.1 with the 610 kimg
     ones, whose plain draws already read younger, mean 29.7 -> 24.2; 29.8 -> 26.0 where synthesis runs in float32;
-    28.7 -> 26.0 with the 680 kimg ones, whose steered draws read 31.0 -> 20.9 to the attribute network)."""
+    28.7 -> 26.0 with the 680 kimg ones, 28.8 -> 26.3 in float32, whose steered draws read 31.0 -> 20.9 to the
+    attribute network)."""
     from deid.align import align_face
     from deid.eval.attributes import AttributeJudge
     from deid.swap import encode_crop, paste_synthetic, ranked_identities
