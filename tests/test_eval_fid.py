@@ -118,13 +118,18 @@ def test_fid_of_image_sets(tmp_path, inception):
     assert kid(fa.features, fb.features, num_subsets=10)[0] > kid(fa.features, fa.features[::-1], num_subsets=10)[0]
 
 
+def write_data(path, images, rng, metadata=None):
+    """A prepared data file (``deid data prepare`` layout) of ``images`` with random ages and genders from ``rng``."""
+    n = len(images)
+    save_file({"images": images, "age": rng.integers(1, 90, n).astype(np.int16),
+               "female": rng.integers(0, 2, n).astype(np.uint8), "race": np.zeros(n, np.int8),
+               "shard": np.zeros(n, np.int8)}, str(path), metadata=metadata or {"template": "deid"})
+
+
 def test_training_fid(tmp_path, inception):
     rng = np.random.default_rng(0)
-    n = 6
     data = tmp_path / "data.safetensors"
-    save_file({"images": rng.integers(0, 256, (n, 3, 64, 64), dtype=np.uint8),
-               "age": rng.integers(1, 90, n).astype(np.int16), "female": rng.integers(0, 2, n).astype(np.uint8),
-               "race": np.zeros(n, np.int8), "shard": np.zeros(n, np.int8)}, str(data), metadata={"template": "deid"})
+    write_data(data, rng.integers(0, 256, (6, 3, 64, 64), dtype=np.uint8), rng)
     g_cfg = GeneratorConfig.preset("tiny32", c_dim=2, c_labels=("female", "age"))
     cfg = TrainConfig(data=str(data), generator=g_cfg, fid_samples=4, seed=5)
     torch.manual_seed(0)
@@ -140,13 +145,6 @@ def test_training_fid(tmp_path, inception):
     stamp = cache.stat().st_mtime_ns
     assert training_fid(cfg, device="cpu", inception=inception)(G) == pytest.approx(first, rel=1e-6)
     assert cache.stat().st_mtime_ns == stamp
-
-
-def write_data(path, images, rng, metadata=None):
-    n = len(images)
-    save_file({"images": images, "age": rng.integers(1, 90, n).astype(np.int16),
-               "female": rng.integers(0, 2, n).astype(np.uint8), "race": np.zeros(n, np.int8),
-               "shard": np.zeros(n, np.int8)}, str(path), metadata=metadata or {"template": "deid"})
 
 
 def test_saved_real_statistics_give_the_same_fid_and_refuse_other_data(tmp_path, inception):
