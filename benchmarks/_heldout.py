@@ -38,6 +38,21 @@ def age_group(age: float) -> str:
     return next(name for name, lo, hi in AGE_GROUPS if lo <= age < hi)
 
 
+def training_age_shares(data: Path) -> dict[str, float]:
+    """Share of each of ``AGE_GROUPS`` among the faces training runs learn from (all but the held-out ones): the age
+    mix of UTKFace itself, against which the held-out set over-represents children and teenagers (27 % and 28 % of
+    it, 12 % and 4 % of the training faces). Reads the label columns only."""
+    from safetensors import safe_open
+
+    cfg = TrainConfig()
+    with safe_open(str(data), framework="pt") as f:
+        age, shard = f.get_tensor("age").numpy(), f.get_tensor("shard")
+    is_val = shard == cfg.holdout_shard
+    is_val &= torch.cumsum(is_val.long(), 0) <= cfg.holdout_count
+    age = age[~is_val.numpy()]
+    return {name: float(np.mean((age >= lo) & (age < hi))) for name, lo, hi in AGE_GROUPS}
+
+
 def heldout(data: Path, n: int, resolution: int = 128) -> FaceDataset:
     """The held-out faces in a fixed shuffled order (seed 0)."""
     cfg = TrainConfig()
