@@ -367,7 +367,17 @@ class SwapConfig:
     retry_keep_layers: str | None = None
     retry_mix: float = 0.5
     retry_after: int = 3
-    retry_min_age: float = 6.0
+    # Session 22: with the guard judging every passing try in the box MTCNN finds in the result (since session 18)
+    # and a young child's in boxes twice as far (young_age), retries for young children re-identified none:
+    # benchmarks/swap.py --group 0-9 (141 held-out faces, 780 kimg models), retry_min_age 6 -> 0: fallback 0.950 ->
+    # 0.915, re-id 0 and re-id rd 0 both, gender agreement 0.857 -> 0.750 over 7 -> 12 swapped faces (the judge reads
+    # these children's true gender 0.56 of the time), age MAE 4.7 -> 4.9, pose error 0.154 -> 0.151; all 500
+    # (without the farther boxes for them then): faces of 10 and older unchanged. So no age bar by default
+    retry_min_age: float = 0.0
+    # a passing try of a face estimated younger than this is judged in boxes twice as far as guard_jitter's too
+    # (deid.swap.first_unrecognisable): dlib tells young children apart the least, so their swaps pass nearest the
+    # bar (it was retry_min_age's second role until session 22)
+    young_age: float = 6.0
     # steps that move each new identity along the generator's gender and age directions (<name>.directions.
     # safetensors beside it) until the attribute network reads the original's gender and age on it (deid.directions.
     # steer_attributes); a face's later tries start from its first tries' move, with one step. 0 = off.
@@ -426,6 +436,7 @@ class SwapConfig:
         _check(0 <= self.retry_mix <= 1, "retry_mix must be in [0, 1]")
         _check(self.retry_after >= 0, "retry_after must be >= 0")
         _check(self.retry_min_age >= 0, "retry_min_age must be >= 0")
+        _check(self.young_age >= 0, "young_age must be >= 0")
         _check(self.attribute_steps >= 0, "attribute_steps must be >= 0 (0 = no steering)")
         _check(self.attribute_min_age >= 0, "attribute_min_age must be >= 0")
         _check(0 <= self.guard_jitter <= 0.3, "guard_jitter must be in [0, 0.3] (0 = the detection box only)")

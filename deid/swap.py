@@ -400,11 +400,11 @@ def first_unrecognisable(models: SwapModels, frame: np.ndarray, face: Face, alig
     so is upscaled and judged again; the upscaled result is what must pass).
     ``grain``: XORed into each candidate's seed for the blend's grain (video: the frame index). A try must pass in
     the nearby boxes of ``SwapConfig.guard_jitter`` too; for a face estimated younger than
-    ``SwapConfig.retry_min_age`` (``age``), also in boxes twice as far; and, with ``models.detector``, in the box
+    ``SwapConfig.young_age`` (``age``), also in boxes twice as far; and, with ``models.detector``, in the box
     it finds the new face in (``deid.detect.find_again``)."""
     judge = models.judge
     bar = config.threshold + margin
-    young = age is not None and age < config.retry_min_age
+    young = age is not None and age < config.young_age
     others = []  # the boxes a passing try is judged in again
     if config.guard_jitter:
         others = jittered(face, config.guard_jitter) + (jittered(face, 2 * config.guard_jitter) if young else [])
