@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from deid.config import TrainConfig
-from deid.train.data import FaceDataset
+from deid.train.data import FaceDataset, holdout_mask
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_CANDIDATES = [REPO / "cache" / "utkface-deid128.safetensors", REPO.parent / "cache" / "utkface-deid128.safetensors"]
@@ -47,9 +47,7 @@ def training_age_shares(data: Path) -> dict[str, float]:
     cfg = TrainConfig()
     with safe_open(str(data), framework="pt") as f:
         age, shard = f.get_tensor("age").numpy(), f.get_tensor("shard")
-    is_val = shard == cfg.holdout_shard
-    is_val &= torch.cumsum(is_val.long(), 0) <= cfg.holdout_count
-    age = age[~is_val.numpy()]
+    age = age[~holdout_mask(shard, cfg.holdout_shard, cfg.holdout_count).numpy()]
     return {name: float(np.mean((age >= lo) & (age < hi))) for name, lo, hi in AGE_GROUPS}
 
 

@@ -107,8 +107,9 @@ def main() -> None:
         models.attributes = None
     detector = FaceDetector(DetectConfig(), device="cpu")
     attrs = AttributeJudge.default()
-    ds = heldout(find_data(args.data), args.faces if args.group is None else 1)
-    shares = training_age_shares(find_data(args.data))
+    data = find_data(args.data)
+    ds = heldout(data, args.faces if args.group is None else 1)
+    shares = training_age_shares(data)
     photos, faces, truth = [], [], []
     for i in range(len(ds)):
         if len(photos) == args.faces:
@@ -197,7 +198,7 @@ def main() -> None:
             if fm.any():
                 fallbacks[name] = float(np.mean(np.array(fallback)[fm]))
             if m.any():
-                g = {"faces": int(fm.sum()), "fallback_rate": float(np.mean(np.array(fallback)[fm])),
+                g = {"faces": int(fm.sum()), "fallback_rate": fallbacks[name],
                      "swapped_faces": int(m.sum()), "gender_agreement": float(np.mean(np.array(gender)[m])),
                      "age_mae": float(np.mean(np.array(age_err)[m])),
                      "gt_gender_agreement": float(np.mean(np.array(gt_gender)[m])),

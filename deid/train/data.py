@@ -27,7 +27,7 @@ from ..errors import DeidError
 from ..labels import encode_labels
 from ..types import Face
 
-__all__ = ["PrepareStats", "prepare_faces", "FaceDataset"]
+__all__ = ["PrepareStats", "prepare_faces", "FaceDataset", "holdout_mask"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,15 @@ def prepare_faces(
     return PrepareStats(seen=len(rows), kept=len(imgs), no_face=no_face, out=str(out_path))
 
 
+def holdout_mask(shard: torch.Tensor, holdout_shard: int, holdout_count: int | None = None) -> torch.Tensor:
+    """``[N]`` bool: the held-out faces of a prepared data file's ``shard`` column, the first ``holdout_count`` of
+    shard ``holdout_shard`` in file order (all of it when None)."""
+    is_val = shard == holdout_shard
+    if holdout_count is not None:
+        is_val &= torch.cumsum(is_val.long(), 0) <= holdout_count
+    return is_val
+
+
 class FaceDataset:
     """A prepared file held in memory, sampled with an explicit ``torch.Generator`` (so resumes are exact).
 
@@ -139,9 +148,7 @@ class FaceDataset:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if holdout_shard is not None:
-            is_val = t["shard"] == holdout_shard
-            if holdout_count is not None:
-                is_val &= torch.cumsum(is_val.long(), 0) <= holdout_count
+            is_val = holdout_mask(t["shard"], holdout_shard, holdout_count)
             keep = is_val if split == "val" else ~is_val
         elif split == "val":
             raise ValueError("split='val' needs a holdout_shard")
