@@ -128,6 +128,24 @@ def test_cli_photo_swap_with_poisson_blend(astronaut, tmp_path):
     assert r.exit_code != 0 and "feather" in r.output
 
 
+def test_cli_max_tries_bounds_the_guard(astronaut, tmp_path):
+    """--max-tries reaches the identity guard: with a bar no swap can pass (--threshold 5) the face is pixelated
+    after exactly that many tries; 0 is refused by name; ``deid dataset`` and ``deid video`` take the option too."""
+    src = tmp_path / "astro.png"
+    Image.fromarray(astronaut).save(src)
+    out, report = tmp_path / "anon.png", tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["photo", str(src), "-o", str(out), "--threshold", "5", "--max-tries", "2",
+                                  "--report", str(report), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    face = json.loads(report.read_text())[0]["faces"][0]
+    assert face["method"] in ("pixelate", "solid") and face["swap"]["tries"] == 2
+    assert face["swap"].get("fallback_reason", "guard") == "guard"
+    r = CliRunner().invoke(main, ["photo", str(src), "-o", str(tmp_path / "x.png"), "--max-tries", "0"])
+    assert r.exit_code == 2 and "--max-tries" in r.output and not (tmp_path / "x.png").exists()
+    for command in ("dataset", "video"):
+        assert "--max-tries" in CliRunner().invoke(main, [command, "--help"]).output
+
+
 def test_faces_apart_are_swapped_in_threads_with_the_same_result(scene_720p, scene_720p_faces, tiny_swap_models):
     """Faces whose regions do not touch are swapped side by side (one torch thread each); each sees exactly the
     pixels it would one by one, so the photo and the report are the same as one face at a time on one thread."""

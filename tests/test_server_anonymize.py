@@ -172,6 +172,14 @@ def test_swap_is_deterministic_and_follows_the_seed(client, group):
         assert c[0]["faces"][0]["swap"]["seed"] != a[0]["faces"][0]["swap"]["seed"]
 
 
+def test_max_tries_bounds_the_guard(client, group):
+    """``max_tries`` reaches the identity guard: with a bar no swap can pass, the face falls back after exactly that
+    many tries, as ``deid photo --max-tries`` does."""
+    body, _ = _ok(_anonymize(client, _encoded(group, "PNG"), "g.png", only="1", threshold=5.0, max_tries=2))
+    face = body["faces"][0]
+    assert face["method"] in ("pixelate", "solid") and face["swap"]["tries"] == 2
+
+
 @pytest.mark.parametrize("fmt, mode, pil_mode", [("png", "blur", "RGBA"), ("webp", "pixelate", "RGB"),
                                                   ("tiff", "solid", "RGB"), ("bmp", "blur", "RGB")])
 def test_obscure_modes_keep_format_size_and_alpha(client, group, fmt, mode, pil_mode):
@@ -346,6 +354,7 @@ BAD_FORMS = [
     ({"seed": "-1"}, ("body", "seed")),
     ({"seed": "1.5"}, ("body", "seed")),
     ({"threshold": "0"}, ("body", "threshold")),
+    ({"max_tries": "0"}, ("body", "max_tries")),
     ({"min_face": "2"}, ("body", "min_face")),
     ({"det_threshold": "1"}, ("body", "det_threshold")),
     ({"key": "short"}, ("body", "key")),

@@ -184,6 +184,10 @@ class AnonymizeOptions(BaseModel):
         SwapConfig.max_outside, ge=0.0, le=1.0,
         description="Faces with more than this share of their box beyond the photo's edge are pixelated instead of "
                     "swapped; 1 = swap whatever is cut (mode swap).")
+    max_tries: int = Field(
+        SwapConfig.max_tries, ge=1, le=256,
+        description="New identities the identity guard tries before a face is pixelated (fewer: faster on faces "
+                    "that are hard to swap, more of them pixelated; mode swap).")
     min_face: int = Field(16, ge=4, le=100_000, description="Smallest face to find, in pixels (box side).")
     det_threshold: float = Field(0.9, ge=0.0, lt=1.0, description="Minimum detection score, in [0, 1).")
 
