@@ -270,8 +270,11 @@ def test_detecting_ahead_in_a_worker_gives_the_same_video(clip, detector, tmp_pa
         for a, b in zip(outs[True][2], outs[False][2]):  # the same faces, tracks and boxes (to float rounding:
             assert [t for t, _ in a] == [t for t, _ in b]  # the worker's torch runs on fewer threads)
             assert all(np.abs(x - y).max() < 1e-2 for (_, x), (_, y) in zip(a, b))
-        diff = np.abs(outs[True][3] - outs[False][3])  # (two runs of the same path differ by such noise, too)
-        assert diff.max() <= 4 and diff.mean() < 0.05
+        # Pixel noise of a few levels (two runs of the same path differ by such noise, too). A sub-pixel change in a
+        # blur edge can flip one of the H.264 encoder's block decisions, which then carries through the P-frames up to
+        # the next key frame: seen once in ~15 runs as ~200 values (4e-5 of them) off by up to 13 around one face.
+        diff = np.abs(outs[True][3] - outs[False][3])
+        assert (diff > 4).mean() < 1e-3 and diff.mean() < 0.05 and np.percentile(diff, 99.9) <= 4
         real_read = deid.video.read_frames
 
         def breaks(path):  # decoding fails part-way (as a damaged file does, in the worker)
