@@ -3,6 +3,7 @@
     python benchmarks/swap.py [--data cache/utkface-deid128.safetensors] [--faces 500] [--threads 1]
                               [--settings "candidates=1;candidates=6 keep_layers=coarse,fine"]
                               [--attributes none|PATH] [--json out.json] [--show-reid] [--group 0-9|10-17|18+]
+                              [--faces-csv per-face.csv]
 
 Each held-out face (never used in training) is placed in a 384 px photo (``_heldout.as_photo``), detected, and
 swapped by ``deid.swap.swap_face`` with the identity guard on, once per setting (``;``-separated, each a space-separated
@@ -21,12 +22,15 @@ After each row: how the gender agreement splits by whether deid's estimate of th
 face is given) matches the judge's reading of the original; and the fallback rate, gender agreement and age MAE
 reweighted to UTKFace's own age mix (the training faces' shares of the three groups; the held-out set
 over-represents children and teenagers): an estimate for photos of that mix, not a measurement.
+``--faces-csv`` writes one row per face and setting (true labels, the judge's and deid's readings of the original
+and of the result, method, tries, distances, pose error), for looking into a row's averages.
 Targets (issue): re-identification <= 1 %, gender agreement >= 95 %, age MAE <= 6 years, fallback <= 5 %.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import platform
@@ -99,6 +103,7 @@ def main() -> None:
     ap.add_argument("--show-reid", action="store_true", help="print each face re-identified in the re-detected box")
     ap.add_argument("--group", default=None, choices=[g[0] for g in AGE_GROUPS],
                     help="only held-out faces of this true age group")
+    ap.add_argument("--faces-csv", default="", help="write one row per face and setting to this CSV file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = load_swap_models(args.generator, args.encoder, device="cpu",
@@ -132,6 +137,7 @@ def main() -> None:
     print(_real_pairs(before, originals, truth, models.judge))
     print(f"{'setting':28s} {'re-id':>6s} {'re-id rd':>8s} {'dist':>5s} {'>1 try':>6s} {'fallback':>8s} {'turned':>6s} {'covered':>7s} {'gender':>6s} "
           f"{'age MAE':>7s} {'gt gend':>7s} {'gt age':>6s} {'pose err':>8s} {'lost':>5s} {'ms/face':>8s}")
+    per_face = []
     for setting in args.settings.split(";"):
         fields = {}
         for item in setting.split():
@@ -154,8 +160,17 @@ def main() -> None:
             turned.append(res.reason == "turned")
             covered.append(res.reason == "covered")
             face_groups.append(age_group(truth_i[1]))
+            rec = {"setting": setting, "face": i, "true_gender": truth_i[0], "true_age": truth_i[1],
+                   "judge_gender": b.gender, "judge_age": round(b.age, 1), "deid_female": round(res.female, 3),
+                   "deid_age": round(res.age, 1), "method": res.method, "reason": res.reason, "tries": res.tries,
+                   "distance": round(res.distance, 4), "judge_gender_after": "", "judge_age_after": "",
+                   "deid_female_after": "" if res.female_after is None else round(res.female_after, 3),
+                   "deid_age_after": "" if res.age_after is None else round(res.age_after, 1),
+                   "redetected_distance": "", "pose_error": ""}
+            per_face.append(rec)
             if res.method == "swap":
                 a = attrs.estimate(out, face.box)
+                rec["judge_gender_after"], rec["judge_age_after"] = a.gender, round(a.age, 1)
                 gender.append(a.gender == b.gender)
                 label_agrees.append((res.female >= 0.5) == (b.gender == "female"))
                 age_err.append(abs(a.age - b.age))
@@ -168,6 +183,7 @@ def main() -> None:
                 pose.append(float(np.linalg.norm(again[0].landmarks - face.landmarks, axis=1).mean() / face.inter_ocular))
                 # as an independent pipeline would check it: the judge in the box its detector finds in the result
                 redetected.append(models.judge.distance(originals[i], models.judge.embed(out, again[0])))
+                rec["pose_error"], rec["redetected_distance"] = round(pose[-1], 4), round(redetected[-1], 4)
                 if args.show_reid and redetected[-1] < 0.6:
                     iou = float(box_iou(again[0].box, face.box)[0, 0])
                     print(f"  re-identified: face {i} (true age {truth_i[1]:g}), {res.method} after {res.tries} "
@@ -221,6 +237,11 @@ def main() -> None:
             print(f"    reweighted to UTKFace's age mix ({', '.join(f'{k} {v:.3f}' for k, v in shares.items())}): "
                   f"fallback {mixed['fallback_rate']:.3f}, gender {mixed['gender_agreement']:.3f}, "
                   f"age MAE {mixed['age_mae']:.1f}")
+    if args.faces_csv:
+        with open(args.faces_csv, "w", newline="") as fh:
+            out_csv = csv.DictWriter(fh, fieldnames=list(per_face[0]))
+            out_csv.writeheader()
+            out_csv.writerows(per_face)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, "judge_vs_truth": {"gender": judge_gender, "age_mae": judge_age},
