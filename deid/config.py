@@ -146,15 +146,35 @@ class TrainConfig:
     fid_kimg: float = 100.0  # FID every N thousand images; 0 = never
     fid_samples: int = 2000  # generated images per training-time FID
     threads: int = 0  # CPU threads for torch; 0 = leave torch's default
+    # Ages drawn more often (real faces and the labels of fakes alike): "LO-HI:FACTOR[,LO-HI:FACTOR...]", ages LO to
+    # HI inclusive FACTOR times as often as the rest; "" = every face equally often (``parse_oversample``)
+    oversample: str = ""
 
     def __post_init__(self):
         _check(self.batch >= 2, "batch must be >= 2")
+        parse_oversample(self.oversample)
         _check(self.total_kimg > 0, "total_kimg must be positive")
         _check(self.r1_interval >= 1, "r1_interval must be >= 1")
         _check(0 <= self.style_mixing_prob <= 1, "style_mixing_prob must be in [0, 1]")
         _check(self.mixed_precision in ("auto", "bf16", "fp16", "off"), "mixed_precision: auto, bf16, fp16 or off")
         for p in filter(None, self.augment.split(",")):
             _check(p in ("color", "translation", "cutout"), f"unknown augmentation {p!r}")
+
+
+def parse_oversample(spec: str) -> list[tuple[float, float, float]]:
+    """``TrainConfig.oversample`` as (lo, hi, factor) ranges; ConfigError names what is wrong."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            ages, factor = part.split(":")
+            lo, hi = (float(a) for a in ages.split("-"))
+            f = float(factor)
+        except ValueError:
+            raise ConfigError(f"oversample: {part!r} is not LO-HI:FACTOR (e.g. 3-17:2)") from None
+        _check(0 <= lo <= hi, f"oversample: {part!r} needs 0 <= LO <= HI")
+        _check(f > 0 and math.isfinite(f), f"oversample: {part!r} needs a positive FACTOR")
+        out.append((lo, hi, f))
+    return out
 
 
 MTCNN_STOCK_THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's own P-, R- and O-net thresholds (training-crop prep)
@@ -436,6 +456,15 @@ class SwapConfig:
     # 5 are dark, broken faces; the README group sample cropped through a face (0.45 outside) gave half a face
     # with an eye on the cheek. 1 = swap whatever is cut
     max_outside: float = 0.2
+    # faces the attribute network reads as younger than this (in years) get the fallback without a try: the
+    # default generator draws babies poorly and dlib hardly tells them apart, so most fail the guard anyway and of
+    # those that pass, most look wrong. Session 27 (benchmarks/swap.py --group 0-9, the shipped 780 kimg models: 265
+    # held-out one- and two-year-olds, fallback 0.906), by eye (original | result at 128 px, one-off script): of
+    # the 23 babies swapped (2 more swaps are adults, UTKFace label errors) about 16 look wrong (smudged mouths and
+    # chins, dark or doubled eyes, a dark-skinned baby drawn pale, a close-up read as 66 and drawn old), 6 right;
+    # deid's age reading of the 23: 1.0-2.2 for 21, 3.4 (one that looks right) and 66. 24 training faces aged 3-6
+    # (every 37th): 10 swapped, 9 of them look right. 0 = swap any age
+    min_swap_age: float = 3.0
     blend: str = "alpha"  # how the new face is pasted: "alpha" (feathered oval) or "poisson" (deid.blend)
 
     def __post_init__(self):
@@ -457,6 +486,7 @@ class SwapConfig:
         _check(self.max_turn >= 0, "max_turn must be >= 0 (0 = no limit)")
         _check(self.max_cover_contrast >= 0, "max_cover_contrast must be >= 0 (0 = no check)")
         _check(0 <= self.max_outside <= 1, "max_outside must be in [0, 1] (1 = no check)")
+        _check(self.min_swap_age >= 0, "min_swap_age must be >= 0 (0 = swap any age)")
         _check(self.key is None or len(self.key) >= 8, "key must be at least 8 characters")
 
     def kept_rows(self, num_ws: int) -> tuple[int, ...]:

@@ -480,6 +480,9 @@ def swap_face(frame: np.ndarray, face: Face, models: SwapModels, config: SwapCon
     aligned = align_face(frame, face, G.img_resolution, G.cfg.align_template)
     ws, head = encode_crop(models, aligned.image)
     female, age = face_labels(models, frame, face, head)
+    if age < config.min_swap_age:  # a baby: the generator draws them poorly and the judge hardly tells them apart
+        out, method, dist = obscured(frame, face, models, config, original)
+        return out, SwapResult(method, 0, dist, female, age, -1, reason="young")
     seeds = [identity_seed(config, aligned.image, original, k, cluster=cluster)
              for k in range(max(config.candidates, config.max_tries))]
     tries = guard_tries(models, ws, face, (female, age), seeds, config)

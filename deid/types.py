@@ -98,8 +98,9 @@ class SwapResult:
     female_after: float | None = None  # the same estimate on the anonymised face (None when it fell back)
     age_after: float | None = None
     # why a face fell back: "guard" (every try stayed recognisable), "turned" (head turned beyond
-    # SwapConfig.max_turn), "covered" (lower half covered, SwapConfig.max_cover_contrast) or "cut" (by the image's
-    # edge, SwapConfig.max_outside; none of the last three is tried); "" for a swap
+    # SwapConfig.max_turn), "covered" (lower half covered, SwapConfig.max_cover_contrast), "cut" (by the image's
+    # edge, SwapConfig.max_outside) or "young" (read as younger than SwapConfig.min_swap_age; none of the last four
+    # is tried); "" for a swap
     reason: str = ""
 
     def to_dict(self) -> dict:

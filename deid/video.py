@@ -17,7 +17,8 @@ Built on the photo pipeline's pieces (detector, swap models, blending, obscuring
 * **One synthetic person per track.** The track's first frame fixes its labels (gender, age), its identity seed and
   the identity rows of W+; the identity guard checks it then and again every ``guard_every`` frames, with a margin
   over the threshold, and a track that still looks like the original falls back to ``SwapConfig.fallback`` for the
-  rest of the video. Tracks that start under ``SMALL_FACE`` pixels are obscured, not swapped. Frames where the
+  rest of the video. Tracks that start under ``SMALL_FACE`` pixels or read as younger than
+  ``SwapConfig.min_swap_age`` (babies) are obscured, not swapped. Frames where the
   head is turned beyond ``SwapConfig.max_turn``, the lower face looks covered (``max_cover_contrast``, a mask) or
   the frame's edge cuts the face (``max_outside``) are obscured; the track's synthetic person comes back when the
   face can be swapped again (with hysteresis).
@@ -86,12 +87,17 @@ class TrackReport:
     guard_checks: int = 0
     min_identity_distance: float = float("nan")  # smallest original <-> output distance of the accepted identity
     fallback_frame: int = -1  # frame where the guard switched the track to the fallback; -1 = never
+    # why the track fell back: "guard" (no try passed at its start, or a later check recognised the person),
+    # "small" (it started under SMALL_FACE px) or "young" (read as younger than SwapConfig.min_swap_age at its
+    # start; no try for these two); "" for a track swapped to its end
+    fallback_reason: str = ""
     fallback_checks: int = field(default=0, repr=False)  # frames obscured as a fallback (re-check clock)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("track_id", "first_frame", "last_frame", "frames", "detected", "backfilled",
                                             "uncertain", "turned", "covered", "cut",
-                                            "method", "seed", "tries", "guard_checks", "fallback_frame")}
+                                            "method", "seed", "tries", "guard_checks", "fallback_frame",
+                                            "fallback_reason")}
         for k in ("female", "age", "min_identity_distance"):
             v = getattr(self, k)
             d[k] = None if math.isnan(v) else round(float(v), 4)
@@ -403,8 +409,9 @@ class _Anonymizer:
         # A face that starts under SMALL_FACE pixels is not swapped: there the judge's distance wanders by more than
         # any margin between two checks (benchmarks/video.py caught a 40 px swap that dlib re-identified on a frame
         # between checks), so the guard cannot vouch for a swap over the frames it does not check.
+        # A face read as younger than min_swap_age is not swapped either (deid.swap.swap_face: babies).
         tries = iter(())
-        if face.size >= SMALL_FACE:
+        if face.size >= SMALL_FACE and tr.age >= cfg.min_swap_age:
             seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(max(cfg.candidates, cfg.max_tries))]
             tries = guard_tries(self.models, ws, face, (tr.female, tr.age), seeds, cfg)
         attempt, cand, result, dist = first_unrecognisable(self.models, out, face, aligned, original, tries, cfg,
@@ -428,6 +435,7 @@ class _Anonymizer:
             mode = "solid"
             result = obscure_face(out, face, mode, scale=scale)
         tr.method, tr.fallback_frame = mode, frame.index
+        tr.fallback_reason = "small" if face.size < SMALL_FACE else "young" if tr.age < cfg.min_swap_age else "guard"
         return result, mode
 
     def _recognisable(self, before: np.ndarray, after: np.ndarray, face: Face,
@@ -531,7 +539,7 @@ class _Anonymizer:
                     mode = "solid"
                     result = obscure_face(out, _union(face, raw), mode, scale=scale)
                 self.states[track_id] = mode
-                tr.method, tr.fallback_frame = mode, frame.index
+                tr.method, tr.fallback_frame, tr.fallback_reason = mode, frame.index, "guard"
                 self.report.fallback_face_frames += 1
                 return result
         return result

@@ -205,7 +205,20 @@ def tiny_swap_models():
     torch.manual_seed(0)
     G = Generator(GeneratorConfig.preset("tiny32", c_dim=2, c_labels=("female", "age"))).eval()
     E = Encoder(EncoderConfig.for_generator(G.cfg, channel_base=256, channel_max=32)).eval()
-    return SwapModels(G=G, E=E, judge=IdentityJudge.default())
+    return SwapModels(G=G, E=adult_attribute_head(E), judge=IdentityJudge.default())
+
+
+def adult_attribute_head(E):
+    """A random encoder whose attribute head reads faces as adults of about 30: at random it reads babies, whom the
+    swap obscures without a try (``SwapConfig.min_swap_age``)."""
+    import torch
+
+    from deid.labels import encode_labels
+
+    with torch.no_grad():
+        E.attr[1].weight.mul_(0.1)
+        E.attr[1].bias[1] = float(encode_labels(30.0, 0.0)[0, 1])
+    return E
 
 
 @pytest.fixture(scope="module")

@@ -205,3 +205,7 @@ def test_cli_photo_pixelates_a_face_cut_by_the_edge(astronaut, astronaut_face, t
     _, faces = anonymise("tried", "--max-outside", "1")
     swap = faces[0]["swap"]
     assert swap["tries"] >= 1 and swap.get("fallback_reason", "guard") == "guard"
+    # --min-swap-age above the face's reading: pixelated without a try, as a baby would be
+    out, faces = anonymise("young", "--max-outside", "1", "--min-swap-age", "150")
+    assert faces[0]["swap"]["fallback_reason"] == "young" and faces[0]["swap"]["tries"] == 0
+    assert faces[0]["method"] in ("pixelate", "solid")

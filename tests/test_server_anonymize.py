@@ -32,7 +32,7 @@ pytest.importorskip("python_multipart")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from conftest import compose_scene
+from conftest import adult_attribute_head, compose_scene
 from test_io_images import BAD_FILES
 from test_server import LiveServer, _executor_blocked, _wait_until
 
@@ -71,7 +71,7 @@ def tiny_pair(tmp_path_factory) -> tuple[Path, Path]:
     save_generator(G, d / "g.safetensors")
     ecfg = EncoderConfig.for_generator(G.cfg, channel_base=256, channel_max=32,
                                        generator_sha256=file_sha256(d / "g.safetensors"))
-    save_encoder(Encoder(ecfg), d / "e.safetensors")
+    save_encoder(adult_attribute_head(Encoder(ecfg)), d / "e.safetensors")
     return d / "g.safetensors", d / "e.safetensors"
 
 
@@ -178,6 +178,15 @@ def test_max_tries_bounds_the_guard(client, group):
     body, _ = _ok(_anonymize(client, _encoded(group, "PNG"), "g.png", only="1", threshold=5.0, max_tries=2))
     face = body["faces"][0]
     assert face["method"] in ("pixelate", "solid") and face["swap"]["tries"] == 2
+
+
+def test_min_swap_age_reaches_the_swap(client, group):
+    """``min_swap_age`` reaches the swap, as ``deid photo --min-swap-age`` does: above every face's reading, the face
+    is pixelated without a try, with the reason in the report."""
+    body, _ = _ok(_anonymize(client, _encoded(group, "PNG"), "g.png", only="1", min_swap_age=150))
+    face = body["faces"][0]
+    assert face["method"] in ("pixelate", "solid") and face["swap"]["tries"] == 0
+    assert face["swap"]["fallback_reason"] == "young" and face["swap"]["age"] < 150
 
 
 @pytest.mark.parametrize("fmt, mode, pil_mode", [("png", "blur", "RGBA"), ("webp", "pixelate", "RGB"),
@@ -355,6 +364,7 @@ BAD_FORMS = [
     ({"seed": "1.5"}, ("body", "seed")),
     ({"threshold": "0"}, ("body", "threshold")),
     ({"max_tries": "0"}, ("body", "max_tries")),
+    ({"min_swap_age": "-1"}, ("body", "min_swap_age")),
     ({"min_face": "2"}, ("body", "min_face")),
     ({"det_threshold": "1"}, ("body", "det_threshold")),
     ({"key": "short"}, ("body", "key")),

@@ -124,6 +124,24 @@ def test_turned_heads_get_the_fallback_without_a_try(models, cameraman):
         SwapConfig(max_turn=-0.5)
 
 
+def test_faces_read_as_babies_get_the_fallback_without_a_try(models, astronaut, astronaut_face):
+    """A face read as younger than ``min_swap_age`` is obscured with no try ("young"); the age it was read at is
+    reported. The bar is the config's: 0 swaps any age. (Here the bar is moved above the face's reading: the tiny
+    models read ages at random.)"""
+    _, res = swap_face(astronaut, astronaut_face, models, SwapConfig(max_tries=1))
+    age = res.age
+    assert res.reason != "young" or age < SwapConfig().min_swap_age
+    out, res = swap_face(astronaut, astronaut_face, models, SwapConfig(min_swap_age=age + 1))
+    assert res.method in ("pixelate", "solid") and res.reason == "young" and res.tries == 0 and res.seed == -1
+    assert res.to_dict()["fallback_reason"] == "young" and res.age == pytest.approx(age)
+    x0, y0, x1, y1 = astronaut_face.box.astype(int)
+    assert np.abs(out[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1]).mean() > 10  # obscured, not left
+    _, res = swap_face(astronaut, astronaut_face, models, SwapConfig(min_swap_age=0.0, max_tries=1))
+    assert res.tries == 1 and res.reason != "young"
+    with pytest.raises(ConfigError, match="min_swap_age"):
+        SwapConfig(min_swap_age=-1)
+
+
 def test_photo_swap_mode_reports_every_face(models, scene_720p, scene_720p_faces):
     out, outcomes = anonymize_faces(scene_720p.image, scene_720p_faces, PhotoConfig(skip=(3,)), models)
     assert [o.method == "kept" for o in outcomes] == [i == 2 for i in range(len(outcomes))]

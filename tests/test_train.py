@@ -66,6 +66,39 @@ def test_dataset_holdout_and_downsample(tiny_data):
     assert x.min() >= -1 and x.max() <= 1
 
 
+def test_oversampling_draws_the_named_ages_more_often(tiny_data):
+    """``set_oversample``: faces in a range are drawn FACTOR times as often, as ``share`` predicts; the trainer's
+    labels of fakes follow the same mix; a malformed spec is refused with the part named."""
+    from deid.config import parse_oversample
+    from deid.errors import ConfigError
+    from deid.train.loop import Trainer
+
+    ds = FaceDataset(tiny_data, 32)
+    young = (ds.age >= 1) & (ds.age <= 30)
+    assert 0 < young.sum() < len(ds)
+    gen = torch.Generator().manual_seed(0)
+    base = young[ds.indices(40000, gen).numpy()].mean()
+    assert base == pytest.approx(young.mean(), abs=0.01) and ds.share(1, 30) == pytest.approx(young.mean())
+    ds.set_oversample(parse_oversample("1-30:3"))
+    expect = 3 * young.sum() / (3 * young.sum() + (~young).sum())
+    assert ds.share(1, 30) == pytest.approx(expect)
+    drawn = young[ds.indices(40000, gen).numpy()].mean()
+    assert drawn == pytest.approx(expect, abs=0.01) and drawn > base + 0.1
+    x, c = ds.sample(6, gen)  # batches keep their shapes
+    assert x.shape == (6, 3, 32, 32) and c.shape == (6, 2)
+    trainer = Trainer(_cfg(tiny_data, oversample="1-30:3"), ds, device=torch.device("cpu"))
+    labels = trainer._fake_labels(40000)
+    young_c = ds.c[torch.from_numpy(young)]
+    hits = (labels[:, None, :] == young_c[None]).all(-1).any(-1).double().mean()  # a label row carries its age
+    assert float(hits) == pytest.approx(expect, abs=0.02)
+    assert parse_oversample("") == [] and parse_oversample("3-17:2, 80-120:1.5") == [(3, 17, 2), (80, 120, 1.5)]
+    for bad in ("3-17", "17-3:2", "3-17:0", "a-b:2"):
+        with pytest.raises(ConfigError, match="oversample"):
+            parse_oversample(bad)
+    with pytest.raises(ConfigError, match="oversample"):
+        _cfg(tiny_data, oversample="3:17:2")
+
+
 def test_train_writes_checkpoint_samples_log(tiny_data, tmp_path):
     run = tmp_path / "run"
     stats = train(_cfg(tiny_data, total_kimg=0.016), device=torch.device("cpu"), run_dir=run)
@@ -110,12 +143,13 @@ def test_resume_with_a_lower_learning_rate(tiny_data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "step", spy)
     train(_cfg(tiny_data, total_kimg=0.024), device=torch.device("cpu"), run_dir=run,
-          overrides={"g_lr": 0.001, "d_lr": 0.001, "ema_kimg": 10.0})
+          overrides={"g_lr": 0.001, "d_lr": 0.001, "ema_kimg": 10.0, "oversample": "1-30:2"})
     monkeypatch.undo()
     ratio = 2 / 3  # r1_interval 2: lazy regularisation scales D's rate
     assert seen["g"] == [0.001] and seen["d"] == [pytest.approx(0.001 * ratio)] and seen["ema"] == 10.0
     stored = json.loads((run / "checkpoint" / "state.json").read_text())
     assert stored["cur_nimg"] == 24 and stored["config"]["g_lr"] == 0.001 and stored["config"]["ema_kimg"] == 10.0
+    assert stored["config"]["oversample"] == "1-30:2"
     with pytest.raises(DeidError, match="cannot override"):
         train(_cfg(tiny_data, total_kimg=0.032), device=torch.device("cpu"), run_dir=run, overrides={"batch": 8})
 

@@ -524,6 +524,29 @@ def test_plan_single_file_output_or_folder(tmp_path):
     assert plan_video_outputs([sub], tmp_path / "o.mp4") == [(sub / "a.mov", tmp_path / "o.mp4" / "a.mov")]
 
 
+def test_a_track_read_as_a_baby_is_obscured_without_a_try(swap_models, astronaut, astronaut_face):
+    """A track whose face is read as younger than SwapConfig.min_swap_age at its start is obscured, not swapped, and
+    its report says why ("young"); below the reading the same start tries identities."""
+    from deid.config import SwapConfig
+    from deid.io.video import VideoFrame
+    from deid.video import TrackReport, VideoReport, _Anonymizer
+
+    def start(min_age: float) -> tuple[TrackReport, object, np.ndarray]:
+        cfg = VideoConfig(photo=PhotoConfig(mode="swap", swap=SwapConfig(min_swap_age=min_age, max_tries=2)))
+        anon = _Anonymizer(cfg, swap_models, VideoReport("in.mp4", "out.mp4", None))
+        tr = TrackReport(1, first_frame=0, last_frame=0)
+        out, state = anon._start(astronaut.copy(), VideoFrame(0, astronaut, None, 0.0), astronaut_face, tr)
+        return tr, state, out
+
+    tr, state, out = start(150.0)
+    assert state in ("pixelate", "solid") and tr.method == state and tr.tries == 0
+    assert tr.fallback_reason == "young" and tr.to_dict()["fallback_reason"] == "young" and tr.age < 150
+    x0, y0, x1, y1 = astronaut_face.box.astype(int)
+    assert np.abs(out[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1]).mean() > 10
+    tr, state, _ = start(0.0)
+    assert tr.tries >= 1 and tr.fallback_reason in ("", "guard") and (tr.method == "swap") == (tr.fallback_reason == "")
+
+
 def test_a_track_swapped_on_a_retry_renders_its_mixed_head_rows_again(swap_models, astronaut, astronaut_face):
     """A track whose accepted try was a retry (kept rows half mixed with the new identity's, SwapConfig.retry_mix)
     renders the same face again at an anchor from the encoded rows: the mix is redone at every render, so the

@@ -14,7 +14,7 @@ from .photo import photo as _photo_command
 
 # Options taken over from ``deid photo`` (the same click objects: same flags, defaults, help and meaning).
 SHARED_PHOTO_OPTIONS = ("mode", "only", "skip", "min_face", "det_threshold", "upright_only", "no_border",
-                        "threshold", "max_turn", "max_cover_contrast", "max_outside", "max_tries", "seed", "key", "psi", "generator",
+                        "threshold", "max_turn", "max_cover_contrast", "max_outside", "min_swap_age", "max_tries", "seed", "key", "psi", "generator",
                         "encoder", "device")
 
 
@@ -65,8 +65,8 @@ class _ProgressBars:
 @click.option("--force", is_flag=True, help="Redo every file, even those an earlier run finished.")
 @click.option("--dry-run", is_flag=True, help="List what would be done to each file; write nothing.")
 def dataset(in_dir, out_dir, workers, copy_other, force, dry_run, mode, only, skip, min_face, det_threshold,
-            upright_only, no_border, threshold, max_turn, max_cover_contrast, max_outside, max_tries, seed, key, psi,
-            generator, encoder, device) -> None:
+            upright_only, no_border, threshold, max_turn, max_cover_contrast, max_outside, min_swap_age, max_tries, seed,
+            key, psi, generator, encoder, device) -> None:
     """Anonymise every photo under IN_DIR into the mirrored tree OUT_DIR, with the options of `deid photo`.
 
     Finished files are recorded in OUT_DIR/.deid-journal.jsonl: after Ctrl-C or a crash, the same command goes on
@@ -87,6 +87,7 @@ def dataset(in_dir, out_dir, workers, copy_other, force, dry_run, mode, only, sk
                             detect=detect_config(min_face, det_threshold, upright_only, no_border),
                             swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold, max_turn=max_turn,
                                             max_cover_contrast=max_cover_contrast, max_outside=max_outside,
+                                            min_swap_age=min_swap_age,
                                             max_tries=max_tries))
     cfg = DatasetConfig(in_dir=in_dir, out_dir=out_dir, photo=photo_cfg, workers=workers, copy_other=copy_other,
                         force=force, dry_run=dry_run, generator=generator, encoder=encoder,

@@ -29,7 +29,12 @@ def detect_config(min_face: int, det_threshold: float, upright_only: bool = Fals
 
 def unswappable_options(command):
     """``--max-tries`` (new identities the guard tries before the fallback) and ``--max-turn``,
-    ``--max-cover-contrast`` and ``--max-outside`` (faces given the fallback without a try), for photo and video."""
+    ``--max-cover-contrast``, ``--max-outside`` and ``--min-swap-age`` (faces given the fallback without a try), for
+    photo and video."""
+    command = click.option("--min-swap-age", type=click.FloatRange(min=0), default=SwapConfig.min_swap_age,
+                           show_default=True,
+                           help="Faces read as younger than this (years) are pixelated instead of swapped: the "
+                                "generator draws babies poorly; 0 = swap any age.")(command)
     command = click.option("--max-tries", type=click.IntRange(min=1), default=SwapConfig.max_tries, show_default=True,
                            help="New identities the identity guard tries before a face is pixelated (fewer: faster "
                                 "on faces that are hard to swap, more of them pixelated).")(command)
@@ -78,7 +83,7 @@ def unswappable_options(command):
               help="Before|after sheet with numbered boxes: a PNG file (one photo) or a folder (several).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, no_border, threshold, max_turn,
-          max_cover_contrast, max_outside, max_tries, seed, key, psi, blend, generator, encoder,
+          max_cover_contrast, max_outside, min_swap_age, max_tries, seed, key, psi, blend, generator, encoder,
           report, preview, device) -> None:
     """Anonymise every face in photos. Output keeps each photo's size and format; EXIF (GPS, serials, the
     thumbnail), XMP, IPTC and comments are removed, ICC profiles kept. Inputs are never modified.
@@ -99,7 +104,7 @@ def photo(inputs, out, mode, only, skip, min_face, det_threshold, upright_only, 
                       detect=detect_config(min_face, det_threshold, upright_only, no_border),
                       swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold, blend=blend,
                                         max_turn=max_turn, max_cover_contrast=max_cover_contrast,
-                                        max_outside=max_outside, max_tries=max_tries))
+                                        max_outside=max_outside, min_swap_age=min_swap_age, max_tries=max_tries))
     missing = [p for p in inputs if not p.exists()]
     pairs = plan_outputs([p for p in inputs if p.exists()], out)
     dev = resolve_device(device)

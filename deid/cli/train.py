@@ -76,12 +76,14 @@ def train() -> None:
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
               help="Learning rate of G and D (default 0.0025; on resume: the run's, or this for its next phase).")
 @click.option("--ema-kimg", type=click.FloatRange(0, min_open=True), default=None, help="EMA half-life in kimg (default 5; on resume as --lr).")
+@click.option("--oversample", default=None, metavar="LO-HI:FACTOR[,...]",
+              help="Draw faces of these ages FACTOR times as often, e.g. 3-17:2 (default none; on resume as --lr).")
 @click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a checkpoint.")
 @click.option("--warm-start", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Resume bundle (deid train export --bundle) to start from when the run folder is empty.")
 @click.option("--device", default="auto", show_default=True)
 def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, precision, snapshot_kimg, fid_kimg,
-                    fid_samples, threads, seed, lr, ema_kimg, no_resume, warm_start, device) -> None:
+                    fid_samples, threads, seed, lr, ema_kimg, oversample, no_resume, warm_start, device) -> None:
     """Train (or resume) the style-based generator.
 
     \b
@@ -95,7 +97,8 @@ def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, 
                       r1_gamma=r1_gamma, augment=augment, mixed_precision=precision, snapshot_kimg=snapshot_kimg,
                       fid_kimg=fid_kimg, fid_samples=fid_samples, threads=threads, seed=seed)
     overrides = ({"g_lr": lr, "d_lr": lr} if lr is not None else {}) | \
-        ({"ema_kimg": ema_kimg} if ema_kimg is not None else {})  # applied by train(), fresh run or resumed
+        ({"ema_kimg": ema_kimg} if ema_kimg is not None else {}) | \
+        ({"oversample": oversample} if oversample is not None else {})  # applied by train(), fresh run or resumed
     dev = resolve_device(device)
     fid_fn = None
     if fid_kimg > 0:

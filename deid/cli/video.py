@@ -54,7 +54,7 @@ def _eta(seconds: float) -> str:
 @click.option("--threads", default=0, show_default=True, help="CPU threads for torch (0 = default).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def video(inputs, out, mode, detect_every, full_detect_every, min_face, det_threshold, upright_only, no_border,
-          threshold, max_turn, max_cover_contrast, max_outside, max_tries, seed, key, psi, codec, crf, no_audio,
+          threshold, max_turn, max_cover_contrast, max_outside, min_swap_age, max_tries, seed, key, psi, codec, crf, no_audio,
           force, generator, encoder, threads, device) -> None:
     """Anonymise every face in videos. Output keeps resolution, frame timing (variable too), rotation and audio.
     Inputs are never modified; a video whose output and report already exist is skipped (resume), unless --force.
@@ -81,7 +81,7 @@ def video(inputs, out, mode, detect_every, full_detect_every, min_face, det_thre
                                                                                 no_border),
                                         swap=SwapConfig(seed=seed, key=key, psi=psi, threshold=threshold,
                                                         max_turn=max_turn, max_cover_contrast=max_cover_contrast,
-                                                        max_outside=max_outside, max_tries=max_tries)),
+                                                        max_outside=max_outside, min_swap_age=min_swap_age, max_tries=max_tries)),
                       detect_every=detect_every, full_detect_every=full_detect_every, codec=codec, crf=crf,
                       audio=not no_audio)
     failed = 0

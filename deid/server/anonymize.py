@@ -165,7 +165,8 @@ def photo_config(options: AnonymizeOptions) -> PhotoConfig:
                        swap=SwapConfig(seed=options.seed, key=options.key, psi=options.psi,
                                        threshold=options.threshold, max_turn=options.max_turn,
                                        max_cover_contrast=options.max_cover_contrast,
-                                       max_outside=options.max_outside, max_tries=options.max_tries))
+                                       max_outside=options.max_outside, min_swap_age=options.min_swap_age,
+                                       max_tries=options.max_tries))
 
 
 def _refuse(loc: tuple[str, ...], value: Any, msg: str) -> NoReturn:

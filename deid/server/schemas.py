@@ -184,6 +184,10 @@ class AnonymizeOptions(BaseModel):
         SwapConfig.max_outside, ge=0.0, le=1.0,
         description="Faces with more than this share of their box beyond the photo's edge are pixelated instead of "
                     "swapped; 1 = swap whatever is cut (mode swap).")
+    min_swap_age: float = Field(
+        SwapConfig.min_swap_age, ge=0.0, le=200.0,
+        description="Faces read as younger than this (years) are pixelated instead of swapped: the generator draws "
+                    "babies poorly; 0 = swap any age (mode swap).")
     max_tries: int = Field(
         SwapConfig.max_tries, ge=1, le=256,
         description="New identities the identity guard tries before a face is pixelated (fewer: faster on faces "
@@ -215,6 +219,13 @@ def anonymize_form_schema() -> dict[str, Any]:
             "properties": {"image": image, **options["properties"]}}
 
 
+class AttributesAfter(BaseModel):
+    """The attribute estimates read again on the anonymised face."""
+
+    female: float = Field(description="Estimated probability that the new face is female.")
+    age: float = Field(description="Estimated age of the new face in years.")
+
+
 class SwapReport(BaseModel):
     """What the identity swap did to one face (``deid.types.SwapResult``)."""
 
@@ -224,6 +235,13 @@ class SwapReport(BaseModel):
     female: float = Field(description="Estimated probability that the person is female; the new face keeps it.")
     age: float = Field(description="Estimated age in years; the new face keeps it.")
     seed: int = Field(description="Seed of the accepted identity; -1 when the face fell back to obscuring.")
+    after: AttributesAfter | None = Field(
+        None, description="The same estimates on the anonymised face (swapped faces only).")
+    fallback_reason: Literal["guard", "turned", "covered", "cut", "young"] | None = Field(
+        None, description="Why the face fell back to obscuring: guard (every identity tried stayed recognisable), "
+                          "turned (head turned beyond max_turn), covered (lower face covered), cut (by the photo's "
+                          "edge, max_outside) or young (read as younger than min_swap_age); none of the last four is "
+                          "tried. Absent for a swap.")
 
 
 class FaceReport(BaseModel):

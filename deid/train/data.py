@@ -166,6 +166,7 @@ class FaceDataset:
         self.c = torch.from_numpy(encode_labels(self.age, self.female))  # [N, 2]
         self.template = meta.get("template", "deid")
         self.resolution = resolution
+        self.weights: torch.Tensor | None = None  # set_oversample
 
     @classmethod
     def from_arrays(cls, images: torch.Tensor, age: np.ndarray, female: np.ndarray, template: str = "deid") -> "FaceDataset":
@@ -175,14 +176,38 @@ class FaceDataset:
         self.age, self.female = np.asarray(age), np.asarray(female)
         self.c = torch.from_numpy(encode_labels(self.age, self.female))
         self.template, self.resolution = template, int(images.shape[-1])
+        self.weights = None
         return self
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def set_oversample(self, ranges: list[tuple[float, float, float]]) -> None:
+        """Draw faces whose age lies in a range (lo, hi inclusive) ``factor`` times as often (``parse_oversample``);
+        an empty list draws every face equally often. Ranges that overlap multiply."""
+        if not ranges:
+            self.weights = None
+            return
+        w = np.ones(len(self.age))
+        for lo, hi, factor in ranges:
+            w[(self.age >= lo) & (self.age <= hi)] *= factor
+        self.weights = torch.from_numpy(w)
+
+    def share(self, lo: float, hi: float) -> float:
+        """The share of drawn faces aged ``lo`` to ``hi`` (inclusive), under the current weights."""
+        m = torch.from_numpy((self.age >= lo) & (self.age <= hi))
+        w = self.weights
+        return float(m.double().mean()) if w is None else float(w[m].sum() / w.sum())
+
+    def indices(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` random face indices: uniform, or by the ``set_oversample`` weights."""
+        if self.weights is None:
+            return torch.randint(len(self.images), (n,), generator=gen)
+        return torch.multinomial(self.weights, n, replacement=True, generator=gen)
+
     def sample(self, batch: int, gen: torch.Generator, mirror: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random batch: images ``[B, 3, R, R]`` float32 in [-1, 1], labels ``[B, 2]``."""
-        idx = torch.randint(len(self.images), (batch,), generator=gen)
+        """Random batch (``indices``): images ``[B, 3, R, R]`` float32 in [-1, 1], labels ``[B, 2]``."""
+        idx = self.indices(batch, gen)
         x = self.images[idx].float() / 127.5 - 1
         if mirror:
             flip = torch.rand(batch, generator=gen) < 0.5

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ..config import DiscriminatorConfig, GeneratorConfig, TrainConfig, config_from_dict
+from ..config import DiscriminatorConfig, GeneratorConfig, TrainConfig, config_from_dict, parse_oversample
 from ..errors import DeidError
 from ..io.weights import save_generator
 from ..nets.discriminator import Discriminator
@@ -108,8 +108,7 @@ class Trainer:
 
     # -- one batch -------------------------------------------------------------------------------------------
     def _fake_labels(self, n: int) -> torch.Tensor:
-        idx = torch.randint(len(self.data), (n,), generator=self.data_gen)
-        return self.data.c[idx]
+        return self.data.c[self.data.indices(n, self.data_gen)]  # the real faces' label mix, oversampling included
 
     def _mixed_ws(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         ws = self.G.mapping(z, c, update_w_avg=True)
@@ -287,8 +286,9 @@ def train(
         progress: called as ``progress(cur_nimg, total_nimg, img_per_s)`` after every step.
         stop_after_kimg: stop (with a checkpoint) after this many thousand images in this call; None = run to the end.
         warm_start: a resume bundle (``export_resume_bundle``) to start from when ``run_dir`` has no checkpoint.
-        overrides: ``TrainConfig`` fields that replace the stored ones on resume (only ``g_lr``, ``d_lr`` and
-            ``ema_kimg``: a later phase of the run at a lower learning rate or a longer EMA).
+        overrides: ``TrainConfig`` fields that replace the stored ones on resume (only ``g_lr``, ``d_lr``,
+            ``ema_kimg`` and ``oversample``: a later phase of the run at a lower learning rate, a longer EMA or
+            another age mix).
 
     Returns:
         One ``StepStats`` per snapshot of this call.
@@ -304,12 +304,16 @@ def train(
         if stored.generator != cfg.generator:
             raise DeidError(f"{ckpt}: checkpoint has a different generator config; use another run dir or --no-resume")
         cfg = dataclasses.replace(stored, total_kimg=cfg.total_kimg, threads=cfg.threads, data=cfg.data or stored.data)
-    refused = sorted(set(overrides or {}) - {"g_lr", "d_lr", "ema_kimg"})
+    refused = sorted(set(overrides or {}) - {"g_lr", "d_lr", "ema_kimg", "oversample"})
     if refused:
         raise DeidError(f"cannot override {refused} of a run")
     cfg = dataclasses.replace(cfg, **(overrides or {}))
     data = FaceDataset(cfg.data, cfg.generator.img_resolution, holdout_shard=cfg.holdout_shard,
                        holdout_count=cfg.holdout_count)
+    data.set_oversample(parse_oversample(cfg.oversample))
+    if cfg.oversample:
+        log.info("oversampling %s: ages 0-9 %.3f, 10-17 %.3f, 18+ %.3f of the faces drawn", cfg.oversample,
+                 data.share(0, 9.99), data.share(10, 17.99), data.share(18, 1e9))
     trainer = Trainer(cfg, data, device=device)
     if resume and (ckpt / "state.json").is_file():
         state = trainer.load(ckpt)
