@@ -242,3 +242,12 @@ def draw_masks(image: np.ndarray, faces: list[Face], colour: tuple[int, int, int
                [(lm[0] + rm[0]) / 2, chin], [lm[0] - 0.55 * iod, chin - 0.3 * iod]]
         cv2.fillPoly(out, [np.array(pts, np.int32)], colour)
     return out
+
+
+def assert_obscured_without_a_try(out: np.ndarray, res, original: np.ndarray, face: Face, reason: str) -> None:
+    """``deid.swap.swap_face`` gave ``face`` the fallback without a try, for ``reason``, and the face in ``out``
+    is obscured (not left as it was in ``original``)."""
+    assert res.method in ("pixelate", "solid") and res.reason == reason and res.tries == 0 and res.seed == -1
+    assert res.to_dict()["fallback_reason"] == reason
+    x0, y0, x1, y1 = face.box.astype(int)
+    assert np.abs(out[y0:y1, x0:x1].astype(int) - original[y0:y1, x0:x1]).mean() > 10
