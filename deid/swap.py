@@ -20,7 +20,8 @@ optionally fewer of them, ``retry_keep_layers``); after ``max_tries`` the face i
 still matches is returned. A face whose head is turned beyond ``max_turn`` (``Face.turn``: the generator cannot draw it)
 or whose lower half looks covered (``max_cover_contrast``, ``deid.occlusion``: a mask derails the encoder, and a new
 face would unmask the person) or that the photo's edge cuts (more than ``max_outside`` of its box beyond it) gets the
-fallback without a try.
+fallback without a try, as does a face read as younger than ``min_swap_age`` (babies: drawn poorly, hardly told
+apart by the judge).
 """
 
 from __future__ import annotations
