@@ -410,8 +410,9 @@ class _Anonymizer:
         # any margin between two checks (benchmarks/video.py caught a 40 px swap that dlib re-identified on a frame
         # between checks), so the guard cannot vouch for a swap over the frames it does not check.
         # A face read as younger than min_swap_age is not swapped either (deid.swap.swap_face: babies).
+        untried = "small" if face.size < SMALL_FACE else "young" if tr.age < cfg.min_swap_age else ""
         tries = iter(())
-        if face.size >= SMALL_FACE and tr.age >= cfg.min_swap_age:
+        if not untried:
             seeds = [identity_seed(cfg, aligned.image, original, k) for k in range(max(cfg.candidates, cfg.max_tries))]
             tries = guard_tries(self.models, ws, face, (tr.female, tr.age), seeds, cfg)
         attempt, cand, result, dist = first_unrecognisable(self.models, out, face, aligned, original, tries, cfg,
@@ -435,7 +436,7 @@ class _Anonymizer:
             mode = "solid"
             result = obscure_face(out, face, mode, scale=scale)
         tr.method, tr.fallback_frame = mode, frame.index
-        tr.fallback_reason = "small" if face.size < SMALL_FACE else "young" if tr.age < cfg.min_swap_age else "guard"
+        tr.fallback_reason = untried or "guard"
         return result, mode
 
     def _recognisable(self, before: np.ndarray, after: np.ndarray, face: Face,
