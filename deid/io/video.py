@@ -172,7 +172,9 @@ def _display_matrix(path: Path) -> bytes | None:
 
     with av.open(str(path)) as c:
         for frame in c.decode(c.streams.video[0]):
-            for sd in frame.side_data:
+            side = frame.side_data
+            # PyAV 18.1.1 made the container a mapping (iterating yields the types); 18.1.0 iterated the entries
+            for sd in side.values() if hasattr(side, "values") else side:
                 if "DISPLAYMATRIX" in str(sd.type).upper():
                     return bytes(sd)
             return None
