@@ -118,6 +118,10 @@ def main() -> None:
     ap.add_argument("--ages", default="26-99", help="with --split train: the true ages to draw, LO-HI")
     ap.add_argument("--faces-csv", default="", help="write one row per face and setting to this CSV file")
     args = ap.parse_args()
+    groups_def = ADULT_GROUPS if args.split == "train" else AGE_GROUPS
+    if args.group is not None and args.group not in [g[0] for g in groups_def]:
+        ap.error(f"--group {args.group} is not one of --split {args.split}'s groups "
+                 f"({', '.join(g[0] for g in groups_def)})")
     torch.set_num_threads(args.threads)
     models = load_swap_models(args.generator, args.encoder, device="cpu",
                               attributes=None if args.attributes in (None, "none") else args.attributes)
@@ -129,10 +133,10 @@ def main() -> None:
     if args.split == "train":
         lo, hi = (float(a) for a in args.ages.split("-"))
         ds = training_faces(data, args.faces if args.group is None else None, lo, hi)
-        groups_def, shares, kind = ADULT_GROUPS, None, f"training faces aged {args.ages} (seen in training)"
+        shares, kind = None, f"training faces aged {args.ages} (seen in training)"
     else:
         ds = heldout(data, args.faces if args.group is None else 1)
-        groups_def, shares, kind = AGE_GROUPS, training_age_shares(data), "held-out faces"
+        shares, kind = training_age_shares(data), "held-out faces"
     photos, faces, truth = [], [], []
     for i in range(len(ds)):
         if len(photos) == args.faces:
