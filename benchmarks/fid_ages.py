@@ -10,7 +10,7 @@ inclusive; at most ``--max-per-group``, evenly spaced) are compared with as many
 drawn from those faces' labels (truncation 1, random noise, fixed seed, as ``fid.py``). Groups of a few thousand
 faces bias FID upward against FID-10k, so compare models within a group and read KID (unbiased; mean +- std over
 100 random subsets of half the group, at most 1,000) beside it. The real features take ~2.5 min per 1,000 faces on one CPU thread; ``--real-cache`` keeps
-them (checked against the data's fingerprint, the groups and the resolution).
+them, each group apart (checked against the data's fingerprint, the group's range, the cap and the resolution).
 """
 
 from __future__ import annotations
@@ -42,16 +42,24 @@ def parse_groups(spec: str) -> list[tuple[str, float, float]]:
 
 def real_features(data: Path, resolution: int, groups: list[tuple[str, float, float]], cap: int,
                   inception: InceptionFeatures, cache: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per group: (Inception features ``[N, 2048]``, labels ``[N, c]``) of its real faces."""
-    key = json.dumps({"data": data_fingerprint(data), "resolution": resolution, "cap": cap,
-                      "groups": [g[0] for g in groups]}, sort_keys=True)
+    """Per group: (Inception features ``[N, 2048]``, labels ``[N, c]``) of its real faces. ``cache`` keeps each
+    group's apart (keyed by the data's fingerprint, the resolution, the cap and the group's range), so a run with
+    other groups adds to it instead of replacing it."""
+    base = {"data": data_fingerprint(data), "resolution": resolution, "cap": cap}
+    keys = {name: json.dumps(base | {"ages": [lo, hi]}, sort_keys=True) for name, lo, hi in groups}
+    stored: dict[str, np.ndarray] = {}
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
-            if str(z["key"]) == key:
-                return {g[0]: (z[f"feats_{g[0]}"], z[f"labels_{g[0]}"]) for g in groups}
-    ds = FaceDataset(data, resolution)
+            stored = {k: z[k] for k in z.files}
     out = {}
-    for name, lo, hi in groups:
+    for name, _, _ in groups:
+        if str(stored.get(f"key_{name}", "")) == keys[name]:
+            out[name] = (stored[f"feats_{name}"], stored[f"labels_{name}"])
+    todo = [g for g in groups if g[0] not in out]
+    if not todo:
+        return out
+    ds = FaceDataset(data, resolution)
+    for name, lo, hi in todo:
         idx = np.flatnonzero((ds.age >= lo) & (ds.age <= hi))
         if len(idx) > cap:
             idx = idx[np.linspace(0, len(idx) - 1, cap).round().astype(int)]
@@ -59,12 +67,15 @@ def real_features(data: Path, resolution: int, groups: list[tuple[str, float, fl
         feats = inception.batched(ds.images[torch.from_numpy(idx)], 32)
         out[name] = (feats, ds.c[torch.from_numpy(idx)].numpy().astype(np.float32))
         print(f"real {name}: {len(idx)} faces, {time.time() - t0:.0f} s", flush=True)
+        stored |= {f"key_{name}": np.array(keys[name]), f"feats_{name}": out[name][0], f"labels_{name}": out[name][1]}
     if cache is not None:
-        arrays = {f"feats_{n}": f for n, (f, _) in out.items()} | {f"labels_{n}": c for n, (_, c) in out.items()}
+        stored.pop("key", None)  # the single key of caches written before groups were kept apart
         cache.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache, "wb") as fh:
-            np.savez(fh, key=np.array(key), **arrays)
-    return out
+        tmp = cache.with_name(cache.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **stored)
+        tmp.replace(cache)
+    return {g[0]: out[g[0]] for g in groups}
 
 
 def main() -> None:
