@@ -91,7 +91,7 @@ def test_train_and_export_cli(tmp_path):
                "female": np.zeros(8, np.uint8), "race": np.zeros(8, np.int8), "shard": np.zeros(8, np.int8)}, str(data))
     r = _run(["train", "generator", "--data", str(data), "--run-dir", str(run), "--preset", "tiny32", "--kimg", "0.008",
               "--batch", "4", "--snapshot-kimg", "0.004", "--fid-kimg", "0", "--precision", "off", "--threads", "1",
-              "--device", "cpu"])
+              "--lr", "0.001", "--oversample", "20-40:2", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     out, bundle = tmp_path / "g.safetensors", tmp_path / "b.safetensors"
     r = _run(["train", "export", str(run), "-o", str(out), "--bundle", str(bundle)])
@@ -104,7 +104,16 @@ def test_train_and_export_cli(tmp_path):
               "0.012", "--batch", "4", "--snapshot-kimg", "0.004", "--fid-kimg", "0", "--precision", "off",
               "--warm-start", str(bundle), "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert json.loads((run2 / "checkpoint" / "state.json").read_text())["cur_nimg"] == 12
+    state = json.loads((run2 / "checkpoint" / "state.json").read_text())
+    assert state["cur_nimg"] == 12
+    # a warm start continues the bundle's run: its rate and age mix, not the command line's defaults
+    assert (state["config"]["g_lr"], state["config"]["oversample"]) == (0.001, "20-40:2")
+    run3 = tmp_path / "run3"  # ... unless told otherwise, as on resume
+    r = _run(["train", "generator", "--data", str(data), "--run-dir", str(run3), "--preset", "tiny32", "--kimg",
+              "0.012", "--batch", "4", "--snapshot-kimg", "0.004", "--fid-kimg", "0", "--precision", "off",
+              "--warm-start", str(bundle), "--lr", "0.0005", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run3 / "checkpoint" / "state.json").read_text())["config"]["g_lr"] == 0.0005
 
 
 @pytest.mark.data

@@ -74,13 +74,16 @@ def train() -> None:
 @click.option("--threads", default=0, show_default=True, help="CPU threads (0 = torch default).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
-              help="Learning rate of G and D (default 0.0025; on resume: the run's, or this for its next phase).")
-@click.option("--ema-kimg", type=click.FloatRange(0, min_open=True), default=None, help="EMA half-life in kimg (default 5; on resume as --lr).")
+              help="Learning rate of G and D (default 0.0025; on resume or warm start: the run's, or this for its "
+                   "next phase).")
+@click.option("--ema-kimg", type=click.FloatRange(0, min_open=True), default=None, help="EMA half-life in kimg (default 5; on resume or warm start as --lr).")
 @click.option("--oversample", default=None, metavar="LO-HI:FACTOR[,...]",
-              help="Draw faces of these ages FACTOR times as often, e.g. 3-17:2 (default none; on resume as --lr).")
+              help="Draw faces of these ages FACTOR times as often, e.g. 3-17:2 (default none; on resume or warm "
+                   "start as --lr).")
 @click.option("--no-resume", is_flag=True, help="Start over even if the run folder has a checkpoint.")
 @click.option("--warm-start", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Resume bundle (deid train export --bundle) to start from when the run folder is empty.")
+              help="Resume bundle (deid train export --bundle) to start from when the run folder is empty; it "
+                   "continues that run's configuration (rates, EMA, age mix) as a resume does.")
 @click.option("--device", default="auto", show_default=True)
 def train_generator(data_path, run_dir, preset, kimg, batch, r1_gamma, augment, precision, snapshot_kimg, fid_kimg,
                     fid_samples, threads, seed, lr, ema_kimg, oversample, no_resume, warm_start, device) -> None:

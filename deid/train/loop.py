@@ -285,7 +285,8 @@ def train(
         fid_fn: measures FID of a generator (lower is better); called every ``cfg.fid_kimg``. None = never.
         progress: called as ``progress(cur_nimg, total_nimg, img_per_s)`` after every step.
         stop_after_kimg: stop (with a checkpoint) after this many thousand images in this call; None = run to the end.
-        warm_start: a resume bundle (``export_resume_bundle``) to start from when ``run_dir`` has no checkpoint.
+        warm_start: a resume bundle (``export_resume_bundle``) to start from when ``run_dir`` has no checkpoint: it
+            continues that run, with the configuration stored beside it (rates, EMA, age mix, ...) as a resume does.
         overrides: ``TrainConfig`` fields that replace the stored ones on resume (only ``g_lr``, ``d_lr``,
             ``ema_kimg`` and ``oversample``: a later phase of the run at a lower learning rate, a longer EMA or
             another age mix).
@@ -299,10 +300,15 @@ def train(
         torch.set_num_threads(cfg.threads)
     ckpt = run_dir / "checkpoint"
     state = {}
-    if resume and (ckpt / "state.json").is_file():
-        stored = _train_config_from_dict(json.loads((ckpt / "state.json").read_text())["config"])
+    resuming = resume and (ckpt / "state.json").is_file()
+    source = ckpt / "state.json" if resuming else Path(warm_start).with_suffix(".json") if warm_start else None
+    if source is not None:
+        if not source.is_file():
+            raise DeidError(f"{source}: missing (the training state that goes with the resume bundle)")
+        stored = _train_config_from_dict(json.loads(source.read_text())["config"])
         if stored.generator != cfg.generator:
-            raise DeidError(f"{ckpt}: checkpoint has a different generator config; use another run dir or --no-resume")
+            raise DeidError(f"{source}: {'checkpoint' if resuming else 'resume bundle'} has a different generator "
+                            "config; use another run dir or --no-resume")
         cfg = dataclasses.replace(stored, total_kimg=cfg.total_kimg, threads=cfg.threads, data=cfg.data or stored.data)
     refused = sorted(set(overrides or {}) - {"g_lr", "d_lr", "ema_kimg", "oversample"})
     if refused:
@@ -315,14 +321,15 @@ def train(
         log.info("oversampling %s: ages 0-9 %.3f, 10-17 %.3f, 18+ %.3f of the faces drawn", cfg.oversample,
                  data.share(0, 9.99), data.share(10, 17.99), data.share(18, 1e9))
     trainer = Trainer(cfg, data, device=device)
-    if resume and (ckpt / "state.json").is_file():
+    if resuming:
         state = trainer.load(ckpt)
         trainer.set_lr()
         log.info("resumed from %s at %.1f kimg (lr G %g, D %g, EMA %g kimg)", ckpt, trainer.cur_nimg / 1000,
                  cfg.g_lr, cfg.d_lr, cfg.ema_kimg)
     elif warm_start is not None:
         trainer.load_nets(Path(warm_start))
-        log.info("warm start from %s at %.1f kimg", warm_start, trainer.cur_nimg / 1000)
+        log.info("warm start from %s at %.1f kimg (lr G %g, D %g, EMA %g kimg)", warm_start, trainer.cur_nimg / 1000,
+                 cfg.g_lr, cfg.d_lr, cfg.ema_kimg)
     best_fid = state.get("best_fid", float("inf"))
     total = int(cfg.total_kimg * 1000)
     stop_at = total if stop_after_kimg is None else min(total, trainer.cur_nimg + int(stop_after_kimg * 1000))
