@@ -267,7 +267,8 @@ def main() -> None:
             out_csv.writerows(per_face)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"split": args.split, "ages": args.ages if args.split == "train" else None, "rows": rows, "judge_vs_truth": {"gender": judge_gender, "age_mae": judge_age},
+            json.dump({"split": args.split, "ages": args.ages if args.split == "train" else None, "rows": rows,
+                       "judge_vs_truth": {"gender": judge_gender, "age_mae": judge_age},
                        "device": platform.processor() or "cpu", "threads": args.threads,
                        "torch": torch.__version__, "deid": deid.__version__}, fh, indent=2)
 

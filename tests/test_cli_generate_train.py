@@ -114,6 +114,9 @@ def test_train_and_export_cli(tmp_path):
               "--warm-start", str(bundle), "--lr", "0.0005", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert json.loads((run3 / "checkpoint" / "state.json").read_text())["config"]["g_lr"] == 0.0005
+    r = _run(["train", "generator", "--data", str(data), "--run-dir", str(tmp_path / "run4"), "--preset", "deid64",
+              "--kimg", "0.012", "--fid-kimg", "0", "--warm-start", str(bundle), "--device", "cpu"])
+    assert r.exit_code != 0 and "generator config differs" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.data

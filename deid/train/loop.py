@@ -307,8 +307,9 @@ def train(
             raise DeidError(f"{source}: missing (the training state that goes with the resume bundle)")
         stored = _train_config_from_dict(json.loads(source.read_text())["config"])
         if stored.generator != cfg.generator:
-            raise DeidError(f"{source}: {'checkpoint' if resuming else 'resume bundle'} has a different generator "
-                            "config; use another run dir or --no-resume")
+            raise DeidError(f"{source}: checkpoint has a different generator config; use another run dir or --no-resume"
+                            if resuming else f"{source}: the resume bundle's generator config differs from the run's "
+                            "(--preset)")
         cfg = dataclasses.replace(stored, total_kimg=cfg.total_kimg, threads=cfg.threads, data=cfg.data or stored.data)
     refused = sorted(set(overrides or {}) - {"g_lr", "d_lr", "ema_kimg", "oversample"})
     if refused:
