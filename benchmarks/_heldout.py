@@ -53,14 +53,35 @@ def training_age_shares(data: Path) -> dict[str, float]:
     return {name: float(np.mean((age >= lo) & (age < hi))) for name, lo, hi in AGE_GROUPS}
 
 
+def parse_groups(spec: str) -> list[tuple[str, float, float]]:
+    """"0-2,3-17,60+" -> [("0-2", 0, 2), ("3-17", 3, 17), ("60+", 60, inf)]."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if part.endswith("+"):
+            out.append((part, float(part[:-1]), float("inf")))
+        else:
+            lo, hi = part.split("-")
+            out.append((part, float(lo), float(hi)))
+    return out
+
+
+def _split(data: Path, resolution: int, split: str) -> FaceDataset:
+    cfg = TrainConfig()
+    return FaceDataset(data, resolution, holdout_shard=cfg.holdout_shard, holdout_count=cfg.holdout_count, split=split)
+
+
+def _shuffled(ds: FaceDataset, idx: np.ndarray, n: int | None = None) -> FaceDataset:
+    """The faces ``idx`` of ``ds`` in a fixed shuffled order (seed 0), the first ``n`` of it (None: all)."""
+    idx = idx[np.random.default_rng(0).permutation(len(idx))[:n]]
+    return FaceDataset.from_arrays(ds.images[torch.from_numpy(idx)], ds.age[idx], ds.female[idx], ds.template)
+
+
 def heldout(data: Path, n: int, resolution: int = 128) -> FaceDataset:
     """The held-out faces in a fixed shuffled order (seed 0)."""
-    cfg = TrainConfig()
-    ds = FaceDataset(data, resolution, holdout_shard=cfg.holdout_shard, holdout_count=cfg.holdout_count, split="val")
+    ds = _split(data, resolution, "val")
     if len(ds) < n:
         raise SystemExit(f"only {len(ds)} held-out faces, {n} asked for")
-    order = np.random.default_rng(0).permutation(len(ds))
-    return FaceDataset.from_arrays(ds.images[torch.from_numpy(order)], ds.age[order], ds.female[order], ds.template)
+    return _shuffled(ds, np.arange(len(ds)))
 
 
 def training_faces(data: Path, n: int | None, lo: float, hi: float, resolution: int = 128) -> FaceDataset:
@@ -68,13 +89,11 @@ def training_faces(data: Path, n: int | None, lo: float, hi: float, resolution: 
     (seed 0): a stand-in for the ages the held-out set lacks (26-99). The generator, the encoder and the attribute
     network have seen these faces, so what a benchmark measures on them is not a held-out figure: inversion and
     deid's own readings are flattered, and a generator that had memorised a face would be re-identified more often."""
-    cfg = TrainConfig()
-    ds = FaceDataset(data, resolution, holdout_shard=cfg.holdout_shard, holdout_count=cfg.holdout_count, split="train")
+    ds = _split(data, resolution, "train")
     idx = np.flatnonzero((ds.age >= lo) & (ds.age <= hi))
     if n is not None and len(idx) < n:
         raise SystemExit(f"only {len(idx)} training faces aged {lo:g}-{hi:g}, {n} asked for")
-    idx = idx[np.random.default_rng(0).permutation(len(idx))[:n]]
-    return FaceDataset.from_arrays(ds.images[torch.from_numpy(idx)], ds.age[idx], ds.female[idx], ds.template)
+    return _shuffled(ds, idx, n)
 
 
 def as_photo(crop: np.ndarray) -> np.ndarray:

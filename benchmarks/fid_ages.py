@@ -23,21 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _heldout import parse_groups
 from deid.eval.fid import InceptionFeatures, data_fingerprint, feature_stats, fid_from_stats, generated_features, kid
 from deid.io.weights import load_generator
 from deid.train.data import FaceDataset
-
-
-def parse_groups(spec: str) -> list[tuple[str, float, float]]:
-    """"0-2,3-17,60+" -> [("0-2", 0, 2), ("3-17", 3, 17), ("60+", 60, inf)]."""
-    out = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        if part.endswith("+"):
-            out.append((part, float(part[:-1]), float("inf")))
-        else:
-            lo, hi = part.split("-")
-            out.append((part, float(lo), float(hi)))
-    return out
 
 
 def real_features(data: Path, resolution: int, groups: list[tuple[str, float, float]], cap: int,

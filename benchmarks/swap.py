@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 import deid
-from _heldout import (ADULT_GROUPS, AGE_GROUPS, age_group, as_photo, find_data, heldout, training_age_shares,
-                      training_faces)
+from _heldout import (ADULT_GROUPS, AGE_GROUPS, age_group, as_photo, find_data, heldout, parse_groups,
+                      training_age_shares, training_faces)
 from deid.config import DetectConfig, SwapConfig
 from deid.detect import FaceDetector, detect_faces
 from deid.eval.attributes import AttributeJudge
@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--split", default="heldout", choices=["heldout", "train"],
                     help="held-out faces (the issue's measurement), or training faces of --ages (ages the held-out "
                          "set lacks; seen in training, so not a held-out figure)")
-    ap.add_argument("--ages", default="26-99", help="with --split train: the true ages to draw, LO-HI")
+    ap.add_argument("--ages", default="26-99", help="with --split train: the true ages to draw, LO-HI or LO+")
     ap.add_argument("--faces-csv", default="", help="write one row per face and setting to this CSV file")
     args = ap.parse_args()
     groups_def = ADULT_GROUPS if args.split == "train" else AGE_GROUPS
@@ -131,7 +131,7 @@ def main() -> None:
     attrs = AttributeJudge.default()
     data = find_data(args.data)
     if args.split == "train":
-        lo, hi = (float(a) for a in args.ages.split("-"))
+        (_, lo, hi), = parse_groups(args.ages)
         ds = training_faces(data, args.faces if args.group is None else None, lo, hi)
         shares, kind = None, f"training faces aged {args.ages} (seen in training)"
     else:
