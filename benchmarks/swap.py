@@ -3,7 +3,8 @@
     python benchmarks/swap.py [--data cache/utkface-deid128.safetensors] [--faces 500] [--threads 1]
                               [--settings "candidates=1;candidates=6 keep_layers=coarse,fine"]
                               [--attributes none|PATH] [--json out.json] [--show-reid] [--group 0-9|10-17|18+]
-                              [--faces-csv per-face.csv] [--split train --ages 26-99]
+                              [--faces-csv per-face.csv] [--split train --ages 26-99] [--realism]
+                              [--pairs-png pairs.png]
 
 Each held-out face (never used in training) is placed in a 384 px photo (``_heldout.as_photo``), detected, and
 swapped by ``deid.swap.swap_face`` with the identity guard on, once per setting (``;``-separated, each a space-separated
@@ -26,6 +27,13 @@ over-represents children and teenagers): an estimate for photos of that mix, not
 ``--split train --ages 26-99`` runs on faces the models were trained on instead, of the ages the held-out set lacks
 (reported as 26-39, 40-59 and 60+; see ``_heldout.training_faces`` for what that flatters): how adults of every age
 fare, which the held-out figures cannot say, never a substitute for them.
+``--realism`` adds how real the swapped faces look: KID (x1e3, mean +- std over 100 random halves) between the
+swapped faces' squares (1.4x the detected box, 128 px; the blend's edge included) and the same squares of the
+originals: about 0 if the Inception features cannot tell the two apart (KID is unbiased), larger the more the new
+faces differ in texture, sharpness or seams. The same figure for the originals against their own square shrunk to
+the generator's resolution and scaled back up ("originals at G px") is printed beside it: what that resolution alone
+costs. ``--pairs-png`` writes the first 32 swapped faces' squares beside their originals (original | swap, 4 pairs a
+row), the first setting's, for looking at them.
 ``--faces-csv`` writes one row per face and setting (true labels, the judge's and deid's readings of the original
 and of the result, method, tries, distances, pose error), for looking into a row's averages.
 Targets (issue): re-identification <= 1 %, gender agreement >= 95 %, age MAE <= 6 years, fallback <= 5 %.
@@ -40,6 +48,7 @@ import json
 import platform
 import time
 
+import cv2
 import numpy as np
 import torch
 
@@ -49,8 +58,51 @@ from _heldout import (ADULT_GROUPS, AGE_GROUPS, age_group, as_photo, find_data, 
 from deid.config import DetectConfig, SwapConfig
 from deid.detect import FaceDetector, detect_faces
 from deid.eval.attributes import AttributeJudge
+from deid.eval.fid import InceptionFeatures, kid
 from deid.swap import load_swap_models, swap_face
 from deid.track import box_iou
+
+REALISM_SIZE = 128  # side the face squares of --realism are scaled to
+REALISM_SCALE = 1.4  # their side over the detected box's
+
+
+def _square(img: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The square of ``REALISM_SCALE`` x the box's larger side around its centre (edge pixels replicated where it
+    leaves the image), at ``REALISM_SIZE`` px."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = REALISM_SCALE * max(box[2] - box[0], box[3] - box[1]) / 2
+    m = np.array([[REALISM_SIZE / (2 * half), 0, REALISM_SIZE / 2 - cx * REALISM_SIZE / (2 * half)],
+                  [0, REALISM_SIZE / (2 * half), REALISM_SIZE / 2 - cy * REALISM_SIZE / (2 * half)]])
+    return cv2.warpAffine(img, m, (REALISM_SIZE, REALISM_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _realism(swapped: list[np.ndarray], originals: list[np.ndarray], inception: InceptionFeatures,
+             resolution: int) -> dict:
+    """KID x1e3 (mean, std over 100 random halves) of the swapped squares against the originals', and of the
+    originals brought down to ``resolution`` px and back up against the originals."""
+    def feats(squares):
+        return inception.batched(torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2).contiguous())
+    low = [cv2.resize(cv2.resize(o, (resolution, resolution), interpolation=cv2.INTER_AREA),
+                      (REALISM_SIZE, REALISM_SIZE), interpolation=cv2.INTER_CUBIC) for o in originals]
+    f_orig, f_swap, f_low = feats(originals), feats(swapped), feats(low)
+    half = max(2, len(originals) // 2)
+    k_swap = kid(f_swap, f_orig, max_subset_size=half)
+    k_low = kid(f_low, f_orig, max_subset_size=half)
+    return {"faces": len(swapped), "kid_x1e3": k_swap[0] * 1e3, "kid_std_x1e3": k_swap[1] * 1e3,
+            "resolution": resolution, "kid_low_x1e3": k_low[0] * 1e3, "kid_low_std_x1e3": k_low[1] * 1e3}
+
+
+PAIRS = 32  # swapped faces --pairs-png shows
+
+
+def _write_pairs(path: str, originals: list[np.ndarray], swapped: list[np.ndarray]) -> None:
+    """Original | swap squares, 4 pairs a row, as a PNG (RGB squares in, written as BGR)."""
+    pairs = [np.concatenate([o, s], axis=1) for o, s in zip(originals, swapped)]
+    blank = np.zeros_like(pairs[0])
+    pairs += [blank] * (-len(pairs) % 4)
+    grid = np.concatenate([np.concatenate(pairs[i : i + 4], axis=1) for i in range(0, len(pairs), 4)], axis=0)
+    if not cv2.imwrite(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+        raise SystemExit(f"{path}: could not write the pairs image")
 
 
 def _real_pairs(before: list, originals: list, truth: list, judge, age_groups: tuple = AGE_GROUPS) -> str:
@@ -117,6 +169,9 @@ def main() -> None:
                          "set lacks; seen in training, so not a held-out figure)")
     ap.add_argument("--ages", default="26-99", help="with --split train: the true ages to draw, LO-HI or LO+")
     ap.add_argument("--faces-csv", default="", help="write one row per face and setting to this CSV file")
+    ap.add_argument("--pairs-png", default="", help="write the first 32 swapped faces beside their originals here")
+    ap.add_argument("--realism", action="store_true",
+                    help="KID of the swapped faces against the originals (Inception features, ~0.3 s a face)")
     args = ap.parse_args()
     groups_def = ADULT_GROUPS if args.split == "train" else AGE_GROUPS
     if args.group is not None and args.group not in [g[0] for g in groups_def]:
@@ -129,6 +184,7 @@ def main() -> None:
         models.attributes = None
     detector = FaceDetector(DetectConfig(), device="cpu")
     attrs = AttributeJudge.default()
+    inception = InceptionFeatures.load(device="cpu") if args.realism else None
     data = find_data(args.data)
     if args.split == "train":
         (_, lo, hi), = parse_groups(args.ages)
@@ -172,6 +228,7 @@ def main() -> None:
         turned, covered, young = [], [], []
         gt_gender, gt_age, groups, face_groups, redetected = [], [], [], [], []
         label_agrees = []  # per swapped face: deid's estimate of the original's gender = the judge's reading
+        squares_swap, squares_orig = [], []  # --realism: the swapped faces' squares and the originals'
         for i, (photo, face, b, truth_i) in enumerate(zip(photos, faces, before, truth)):
             t = time.perf_counter()
             out, res = swap_face(photo, face, models, dataclasses.replace(cfg, seed=i))
@@ -200,6 +257,9 @@ def main() -> None:
                 gt_gender.append(a.gender == truth_i[0])
                 gt_age.append(abs(a.age - truth_i[1]))
                 groups.append(age_group(truth_i[1], groups_def))
+                if inception is not None or (args.pairs_png and len(squares_swap) < PAIRS):
+                    squares_swap.append(_square(out, face.box))
+                    squares_orig.append(_square(photo, face.box))
             again = [f for f in detect_faces(out, detector)
                      if np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - (face.box[:2] + face.box[2:]) / 2) < 0.3 * face.size]
             if again:
@@ -254,6 +314,13 @@ def main() -> None:
             print(f"    the new face takes deid's estimate of the original's gender, which the judge's reading of the "
                   f"original matches on {agrees.mean():.3f} of the swapped faces: gender agreement there "
                   f"{gender_ok[agrees].mean():.3f}, elsewhere {gender_ok[~agrees].mean():.3f}")
+        if args.pairs_png and setting == args.settings.split(";")[0] and squares_swap:
+            _write_pairs(args.pairs_png, squares_orig[:PAIRS], squares_swap[:PAIRS])
+        if inception is not None and len(squares_swap) >= 4:
+            row["realism"] = r = _realism(squares_swap, squares_orig, inception, models.G.img_resolution)
+            print(f"    realism ({r['faces']} swapped faces against their originals): KID x1e3 {r['kid_x1e3']:.2f} "
+                  f"+- {r['kid_std_x1e3']:.2f}; originals at {r['resolution']} px: {r['kid_low_x1e3']:.2f} "
+                  f"+- {r['kid_low_std_x1e3']:.2f}")
         mixed = _age_mix(fallbacks, row["by_age_group"], shares) if shares else None
         if mixed:
             row["utkface_age_mix"] = mixed
