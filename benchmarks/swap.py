@@ -3,7 +3,7 @@
     python benchmarks/swap.py [--data cache/utkface-deid128.safetensors] [--faces 500] [--threads 1]
                               [--settings "candidates=1;candidates=6 keep_layers=coarse,fine"]
                               [--attributes none|PATH] [--json out.json] [--show-reid] [--group 0-9|10-17|18+]
-                              [--faces-csv per-face.csv] [--split train --ages 26-99] [--realism]
+                              [--faces-csv per-face.csv] [--split train --ages 26-99] [--realism] [--seed 0]
                               [--pairs-png pairs.png]
 
 Each held-out face (never used in training) is placed in a 384 px photo (``_heldout.as_photo``), detected, and
@@ -34,6 +34,8 @@ faces differ in texture, sharpness or seams. The same figure for the originals a
 the generator's resolution and scaled back up ("originals at G px") is printed beside it: what that resolution alone
 costs. ``--pairs-png`` writes the first 32 swapped faces' squares beside their originals (original | swap, 4 pairs a
 row), the first setting's, for looking at them.
+``--seed`` moves every face's seed (face i's new identities come from seed ``SEED + i``): the same faces with other
+new identities, for the noise of the draw when comparing models.
 ``--faces-csv`` writes one row per face and setting (true labels, the judge's and deid's readings of the original
 and of the result, method, tries, distances, pose error), for looking into a row's averages.
 Targets (issue): re-identification <= 1 %, gender agreement >= 95 %, age MAE <= 6 years, fallback <= 5 %.
@@ -169,6 +171,8 @@ def main() -> None:
                          "set lacks; seen in training, so not a held-out figure)")
     ap.add_argument("--ages", default="26-99", help="with --split train: the true ages to draw, LO-HI or LO+")
     ap.add_argument("--faces-csv", default="", help="write one row per face and setting to this CSV file")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="face i's new identities come from seed SEED + i: another SEED measures the seeds' noise")
     ap.add_argument("--pairs-png", default="", help="write the first 32 swapped faces beside their originals here")
     ap.add_argument("--realism", action="store_true",
                     help="KID of the swapped faces against the originals (Inception features, ~0.3 s a face)")
@@ -231,7 +235,7 @@ def main() -> None:
         squares_swap, squares_orig = [], []  # --realism: the swapped faces' squares and the originals'
         for i, (photo, face, b, truth_i) in enumerate(zip(photos, faces, before, truth)):
             t = time.perf_counter()
-            out, res = swap_face(photo, face, models, dataclasses.replace(cfg, seed=i))
+            out, res = swap_face(photo, face, models, dataclasses.replace(cfg, seed=args.seed + i))
             t_total += time.perf_counter() - t
             dists.append(res.distance)
             tries.append(res.tries)
@@ -334,7 +338,7 @@ def main() -> None:
             out_csv.writerows(per_face)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"split": args.split, "ages": args.ages if args.split == "train" else None, "rows": rows,
+            json.dump({"split": args.split, "seed": args.seed, "ages": args.ages if args.split == "train" else None, "rows": rows,
                        "judge_vs_truth": {"gender": judge_gender, "age_mae": judge_age},
                        "device": platform.processor() or "cpu", "threads": args.threads,
                        "torch": torch.__version__, "deid": deid.__version__}, fh, indent=2)
