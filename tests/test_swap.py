@@ -371,7 +371,11 @@ def test_shipped_swap_steers_new_faces_to_the_originals_age(shipped, astronaut, 
     toward 14 was 28.7 -> 26.0 with the 680 kimg models (the test asserted a 2-year gain there until session 22), 28.3
     -> 28.6 with the 780 kimg ones (attribute network 31.3 -> 21.6); toward 60: 45.5 -> 58.9 (680 kimg), 44.5 -> 52.1
     (780 kimg; 43.9 -> 52.4 where synthesis runs in float32), 47.8 -> 51.5 (1070 kimg: its unsteered draws already
-    read older, so there is less to move; the test asserted a 4-year gain until session 27)."""
+    read older, so there is less to move; the test asserted a 4-year gain until session 27). To the attribute network
+the test asked a 5-year gain in the mean toward 60 until session 29, when the 1110 kimg generator's unsteered draws
+already read 57 on average (four of six within the 10 % the steering leaves alone, deid.directions.AGE_TOLERANCE;
+46 and 49 moved to 66 and 57): since, the steered draws' error in log-age must be under 0.7x the unsteered ones' and
+their worst smaller, as toward 14."""
     from deid.align import align_face
     from deid.eval.attributes import AttributeJudge
     from deid.swap import encode_crop, paste_synthetic, ranked_identities
@@ -405,7 +409,8 @@ def test_shipped_swap_steers_new_faces_to_the_originals_age(shipped, astronaut, 
     plain = ranked_identities(m, ws, astronaut_face, labels, seeds, SwapConfig(attribute_steps=0), rank=False)
     steered = ranked_identities(m, ws, astronaut_face, labels, seeds, SwapConfig(), rank=False)
     (p0, a0), (p1, a1) = ours(plain), ours(steered)
-    assert a1.mean() > a0.mean() + 5 and (p1 >= 0.5).all(), (a0, a1, p1)
+    err0, err1 = np.abs(np.log1p(a0) - np.log1p(60)), np.abs(np.log1p(a1) - np.log1p(60))
+    assert err1.mean() < 0.7 * err0.mean() and err1.max() < err0.max() and (p1 >= 0.5).all(), (a0, a1, p1)
     j0, j1 = judged(plain), judged(steered)
     assert np.median(j0) < 50 and abs(np.median(j1) - 60) < abs(np.median(j0) - 60) - 2, (j0, j1)
 
