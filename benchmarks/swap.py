@@ -70,12 +70,12 @@ REALISM_SCALE = 1.4  # their side over the detected box's
 
 def _square(img: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The square of ``REALISM_SCALE`` x the box's larger side around its centre (edge pixels replicated where it
-    leaves the image), at ``REALISM_SIZE`` px."""
+    leaves the image), at ``REALISM_SIZE`` px (bilinear: warpAffine has no area filter; it takes INTER_AREA as this)."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     half = REALISM_SCALE * max(box[2] - box[0], box[3] - box[1]) / 2
     m = np.array([[REALISM_SIZE / (2 * half), 0, REALISM_SIZE / 2 - cx * REALISM_SIZE / (2 * half)],
                   [0, REALISM_SIZE / (2 * half), REALISM_SIZE / 2 - cy * REALISM_SIZE / (2 * half)]])
-    return cv2.warpAffine(img, m, (REALISM_SIZE, REALISM_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(img, m, (REALISM_SIZE, REALISM_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _realism(swapped: list[np.ndarray], originals: list[np.ndarray], inception: InceptionFeatures,
