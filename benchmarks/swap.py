@@ -72,9 +72,8 @@ def _square(img: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The square of ``REALISM_SCALE`` x the box's larger side around its centre (edge pixels replicated where it
     leaves the image), at ``REALISM_SIZE`` px (bilinear: warpAffine has no area filter; it takes INTER_AREA as this)."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    half = REALISM_SCALE * max(box[2] - box[0], box[3] - box[1]) / 2
-    m = np.array([[REALISM_SIZE / (2 * half), 0, REALISM_SIZE / 2 - cx * REALISM_SIZE / (2 * half)],
-                  [0, REALISM_SIZE / (2 * half), REALISM_SIZE / 2 - cy * REALISM_SIZE / (2 * half)]])
+    k = REALISM_SIZE / (REALISM_SCALE * max(box[2] - box[0], box[3] - box[1]))  # square px per image px
+    m = np.array([[k, 0, REALISM_SIZE / 2 - k * cx], [0, k, REALISM_SIZE / 2 - k * cy]])
     return cv2.warpAffine(img, m, (REALISM_SIZE, REALISM_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 

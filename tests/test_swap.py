@@ -372,10 +372,10 @@ def test_shipped_swap_steers_new_faces_to_the_originals_age(shipped, astronaut, 
     -> 28.6 with the 780 kimg ones (attribute network 31.3 -> 21.6); toward 60: 45.5 -> 58.9 (680 kimg), 44.5 -> 52.1
     (780 kimg; 43.9 -> 52.4 where synthesis runs in float32), 47.8 -> 51.5 (1070 kimg: its unsteered draws already
     read older, so there is less to move; the test asserted a 4-year gain until session 27). To the attribute network
-the test asked a 5-year gain in the mean toward 60 until session 29, when the 1110 kimg generator's unsteered draws
-already read 57 on average (four of six within the 10 % the steering leaves alone, deid.directions.AGE_TOLERANCE;
-46 and 49 moved to 66 and 57): since, the steered draws' error in log-age must be under 0.7x the unsteered ones' and
-their worst smaller, as toward 14."""
+    the test asked a 5-year gain in the mean toward 60 until session 29, when the 1110 kimg generator's unsteered
+    draws already read 57 on average (four of six within the 10 % the steering leaves alone,
+    deid.directions.AGE_TOLERANCE; 46 and 49 moved to 66 and 57): since, the steered draws' error in log-age must be
+    under 0.7x the unsteered ones' and their worst smaller, as toward 14."""
     from deid.align import align_face
     from deid.eval.attributes import AttributeJudge
     from deid.swap import encode_crop, paste_synthetic, ranked_identities
